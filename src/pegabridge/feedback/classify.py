@@ -1,0 +1,272 @@
+"""Deciding ``bounce_reason`` and ``bounce_type`` from a code and the server's words.
+
+The whole decision is the table :data:`RULES`: the first rule that matches wins. The
+table is ordered in four bands:
+
+1. enhanced status codes that name one cause (``5.1.1`` is always an unknown user);
+2. the one reply code that names a cause (``551``: the user has moved);
+3. the diagnostic text, for everything the codes leave open (``5.0.0``, ``5.7.1`` and
+   ``550`` are used by servers for any kind of refusal);
+4. broad fallbacks on the code's class when the text said nothing useful.
+
+``bounce_type`` follows from the reason alone: ``HARD`` only for reasons that say the
+address itself is bad (:data:`HARD_REASONS`), ``SOFT`` for everything else, even with a
+permanent ``5.x.x`` code. The one exception: "not accepting mail" with a temporary
+(``4.x.x``/``4xx``) code is ``SOFT``, since the receiver may accept mail again later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pegabridge.feedback.models import BounceReason, BounceType
+
+R = BounceReason
+
+Source = Literal["status", "reply", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the table: when ``pattern`` matches ``source``, it gives ``reason``.
+
+    ``status`` patterns match the whole enhanced code ("5.1.1"), ``reply`` patterns the
+    whole reply code ("550"), ``text`` patterns search the diagnostic text (lower case).
+    """
+
+    source: Source
+    pattern: re.Pattern[str]
+    reason: BounceReason
+
+
+def _status(pattern: str, reason: BounceReason) -> Rule:
+    return Rule("status", re.compile(pattern + r"\Z"), reason)
+
+
+def _reply(pattern: str, reason: BounceReason) -> Rule:
+    return Rule("reply", re.compile(pattern + r"\Z"), reason)
+
+
+def _text(pattern: str, reason: BounceReason) -> Rule:
+    return Rule("text", re.compile(pattern), reason)
+
+
+HARD_REASONS = frozenset(
+    {R.USER_UNKNOWN, R.HOST_UNKNOWN, R.HAS_MOVED, R.NOT_ACCEPTING_MAIL}
+)
+
+_SPECIFIC_CODES: tuple[Rule, ...] = (
+    _status(r"[45]\.1\.[13]", R.USER_UNKNOWN),
+    _status(r"[45]\.1\.2", R.HOST_UNKNOWN),
+    _status(r"[45]\.1\.6", R.HAS_MOVED),
+    _status(r"[45]\.1\.10", R.NOT_ACCEPTING_MAIL),  # RFC 7505 null MX
+    _status(r"[45]\.1\.[78]", R.SENDER_BLOCKED),
+    _status(r"[45]\.2\.2", R.MAILBOX_FULL),
+    _status(r"[45]\.2\.3|[45]\.3\.4", R.MESSAGE_TOO_LARGE),
+    _status(r"[45]\.3\.2", R.NOT_ACCEPTING_MAIL),
+    _status(r"[45]\.4\.7", R.EXPIRED),
+    _status(r"[45]\.4\.6", R.NETWORK_ERROR),  # routing loop
+    _status(r"[45]\.7\.(?:5|7|8|2[3-7])", R.AUTHENTICATION_FAILED),
+    _status(r"[45]\.7\.9", R.POLICY_RELATED),
+)
+
+_SPECIFIC_REPLIES: tuple[Rule, ...] = (_reply(r"551", R.HAS_MOVED),)
+
+# Text rules: more specific causes first, so "mailbox full" wins over "mailbox", and
+# unknown users win over the word "rejected" that often surrounds them.
+_TEXT: tuple[Rule, ...] = (
+    _text(
+        r"has moved|address (?:has )?changed|no longer (?:valid|in use) at this"
+        r"|forwarding address|user has a new address",
+        R.HAS_MOVED,
+    ),
+    _text(
+        r"mailbox (?:is )?full|full mailbox|mailbox size limit|over ?quota|quota"
+        r"|insufficient (?:disk |storage )?space|storage (?:space |limit)|disk full"
+        r"|mailfolder is full|mailbox (?:has )?exceeded"
+        r"|exceeds? (?:the )?(?:storage|mailbox)"
+        r"|too many messages in|out of storage|maildir (?:size )?over",
+        R.MAILBOX_FULL,
+    ),
+    _text(
+        r"message (?:is )?too (?:large|big)|message size|size (?:limit )?exceed"
+        r"|exceeds? (?:the )?(?:maximum |max )?(?:message )?size|message length"
+        r"|mail size|too large",
+        R.MESSAGE_TOO_LARGE,
+    ),
+    _text(
+        r"(?:account|mailbox|user|address)(?: has been| is| was)? (?:disabled"
+        r"|suspended|inactive|deactivated|locked|frozen|expired|closed|blocked)"
+        r"|(?:disabled|suspended|inactive|deactivated|expired|closed) "
+        r"(?:account|mailbox|user)"
+        r"|account (?:is )?(?:not active|unavailable|on hold)|mailbox unavailable"
+        r"|mailbox is not active|this account has been|temporarily disabled",
+        R.MAILBOX_DISABLED,
+    ),
+    _text(
+        r"host (?:or domain name )?not found|unknown host|host unknown|no such domain"
+        r"|domain (?:name )?(?:not found|does not exist|doesn't exist|unknown)"
+        r"|unknown domain|unrouteable (?:mail )?domain|name or service not known"
+        r"|nxdomain|no mx |no mx$|mx record|dns (?:lookup|error|failure)"
+        r"|unresolvable|could not be resolved|cannot be resolved|domain not valid"
+        r"|illegal host|invalid domain|hostname (?:is )?unknown|bad destination host"
+        r"|no route to domain|domain is not (?:valid|registered)",
+        R.HOST_UNKNOWN,
+    ),
+    _text(
+        r"user unknown|unknown user|no such (?:user|mailbox|recipient|address|account"
+        r"|person|local user)|(?:user|recipient|mailbox|address|account|addressee)"
+        r" (?:not found|unknown|does not exist|doesn't exist|not exist|invalid"
+        r"|is invalid|not valid|is not valid)"
+        r"|(?:invalid|unknown|bad|illegal) (?:recipient|mailbox|address|user|alias"
+        r"|local part|account|e-?mail address)"
+        r"|does not exist|doesn't exist|not exist|no mailbox|not a valid (?:user"
+        r"|mailbox|recipient)|unrouteable address|is not a known user"
+        r"|not listed in (?:domino|the|our)|doesn't have an? .{0,40}account"
+        r"|does not have an? .{0,40}account|no account|not our customer"
+        r"|recipientnotfound|no such \S+ here|unknown (?:or illegal )?alias"
+        r"|addressee unknown|undeliverable address|recipient rejected"
+        r"|mailbox not found|user not found|not found in directory"
+        r"|no longer (?:available|active|valid)|no valid recipients"
+        r"|name (?:is )?not recogni[sz]ed|unknown local|email account that you tried"
+        r"|user (?:is )?not (?:here|local)|not a (?:known|valid) (?:user|recipient)"
+        r"|user lookup failure|mailbox \S+ does not|doesn't handle mail for"
+        r"|recipient address rejected: (?:user|undeliverable)",
+        R.USER_UNKNOWN,
+    ),
+    _text(
+        r"does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail"
+        r"|accepts no mail|null mx|no longer accepts? mail",
+        R.NOT_ACCEPTING_MAIL,
+    ),
+    _text(r"virus|malware|infected|trojan", R.VIRUS_DETECTED),
+    _text(
+        r"spam|junk|unsolicited|bulk mail|content (?:looks|appears) like"
+        r"|blocked (?:for|as|due to) .{0,20}(?:spam|abuse)",
+        R.SPAM_DETECTED,
+    ),
+    _text(
+        r"\bspf\b|dkim|dmarc|authenticat|starttls|\btls\b|not authorized to send"
+        r"|unauthenticated",
+        R.AUTHENTICATION_FAILED,
+    ),
+    _text(
+        r"black ?list|block ?list|blocked|\brbl\b|\bdnsbl\b|spamhaus|spamcop"
+        r"|reputation|reverse dns|\bptr\b|rdns|not permitted to relay|relay(?:ing)?"
+        r" (?:denied|not permitted|prohibited|access denied)|relaying denied"
+        r"|not allowed to relay|sender (?:address )?(?:rejected|denied|refused)"
+        r"|access denied|listed (?:at|on|in)|banned|your ip|client host"
+        r"|domain of sender|sender domain|sender verify|mail from",
+        R.SENDER_BLOCKED,
+    ),
+    _text(
+        r"expired|retry (?:timeout|time not reached)|gave up|giving up|could not be"
+        r" delivered within|delivery time|time limit|timed? ?out .{0,30}(?:queue|retry)"
+        r"|too long in queue|maximum time|has been delayed|delivery delayed",
+        R.EXPIRED,
+    ),
+    _text(
+        r"filter|content (?:rejected|not allowed)|rfc ?[25]?822|rfc ?5322"
+        r"|header|attachment|message (?:was |has been )?rejected|not compliant"
+        r"|refused by recipient|recipient.{0,20}(?:rejects|refuses)",
+        R.CONTENT_REJECTED,
+    ),
+    _text(r"polic(?:y|ies)|prohibited|not allowed|violat", R.POLICY_RELATED),
+    _text(
+        r"too many (?:connections|sessions|messages|recipients)|rate limit|throttl"
+        r"|connection rate|try (?:again )?later|sending rate",
+        R.RATE_LIMITED,
+    ),
+    _text(
+        r"connection (?:refused|timed out|reset|lost|closed|dropped)|timeout"
+        r"|timed out|network|unreachable|no route to host|mail loop|too many hops"
+        r"|loop detected|routing loop|lost connection|could not connect"
+        r"|unable to connect|no answer",
+        R.NETWORK_ERROR,
+    ),
+    _text(
+        r"system error|internal error|server error|local error|temporar"
+        r"|resources|service (?:not available|unavailable)|configuration error"
+        r"|mailer error|i/o error|syntax error|command not|permission denied"
+        r"|system (?:is )?(?:full|busy)|queue file",
+        R.SYSTEM_ERROR,
+    ),
+)
+
+_FALLBACK_CODES: tuple[Rule, ...] = (
+    _status(r"[45]\.1\.\d+", R.USER_UNKNOWN),
+    _status(r"[45]\.2\.1", R.MAILBOX_DISABLED),
+    _status(r"[45]\.2\.\d+", R.MAILBOX_FULL),
+    _status(r"[45]\.3\.\d+", R.SYSTEM_ERROR),
+    _status(r"[45]\.4\.4", R.HOST_UNKNOWN),
+    _status(r"[45]\.4\.[12]", R.EXPIRED),
+    _status(r"[45]\.4\.\d+", R.NETWORK_ERROR),
+    _status(r"[45]\.5\.\d+", R.SYSTEM_ERROR),
+    _status(r"[45]\.6\.\d+", R.CONTENT_REJECTED),
+    _status(r"[45]\.7\.1", R.SENDER_BLOCKED),
+    _status(r"[45]\.7\.\d+", R.POLICY_RELATED),
+)
+
+_FALLBACK_REPLIES: tuple[Rule, ...] = (
+    _reply(r"55[03]", R.USER_UNKNOWN),
+    _reply(r"45[02]|552", R.MAILBOX_FULL),
+    _reply(r"421|451|554|4\d\d", R.SYSTEM_ERROR),
+)
+
+RULES: tuple[Rule, ...] = (
+    *_SPECIFIC_CODES,
+    *_SPECIFIC_REPLIES,
+    *_TEXT,
+    *_FALLBACK_CODES,
+    *_FALLBACK_REPLIES,
+)
+"""The classification table, in priority order (see the module docstring)."""
+
+
+def classify_reason(status: str, reply: str, text: str) -> BounceReason:
+    """The first reason in :data:`RULES` that matches, or ``other``.
+
+    ``status`` is an enhanced code ("5.1.1" or ""), ``reply`` a reply code ("550" or
+    ""), ``text`` the server's diagnostic words in any case.
+    """
+    lowered = text.lower()
+    values: dict[Source, str] = {"status": status, "reply": reply, "text": lowered}
+
+    for rule in RULES:
+        value = values[rule.source]
+        if not value:
+            continue
+        matched = (
+            rule.pattern.search(value)
+            if rule.source == "text"
+            else rule.pattern.match(value)
+        )
+        if matched:
+            return rule.reason
+
+    return R.OTHER
+
+
+def bounce_type_for(
+    reason: BounceReason, status: str = "", reply: str = ""
+) -> BounceType:
+    """``HARD`` when ``reason`` says the address is bad, else ``SOFT``.
+
+    "Not accepting mail" under a temporary code is ``SOFT``.
+    """
+    if reason not in HARD_REASONS:
+        return BounceType.SOFT
+
+    temporary = status.startswith("4") or (not status and reply.startswith("4"))
+    if reason is R.NOT_ACCEPTING_MAIL and temporary:
+        return BounceType.SOFT
+
+    return BounceType.HARD
+
+
+def classify(status: str, reply: str, text: str) -> tuple[BounceReason, BounceType]:
+    """Reason and type for one recipient, decided by :data:`RULES`."""
+    reason = classify_reason(status, reply, text)
+    return reason, bounce_type_for(reason, status, reply)
