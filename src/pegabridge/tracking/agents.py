@@ -79,7 +79,13 @@ def raw_families(user_agent: str) -> RawFamilies:
     more than a normal one.
     """
     text = user_agent[:MAX_PARSED_LENGTH]
-    result = ua_parser.parser(text, ua_parser.Domain.USER_AGENT | ua_parser.Domain.OS)
+    domains = ua_parser.Domain.USER_AGENT | ua_parser.Domain.OS
+    try:
+        result = ua_parser.parser(text, domains)
+    except UnicodeEncodeError:
+        # The regex engine needs valid UTF-8; lone surrogates become U+FFFD.
+        clean = text.encode("utf-8", "replace").decode("utf-8")
+        result = ua_parser.parser(clean, domains)
 
     browser = result.user_agent.family if result.user_agent else UNKNOWN_FAMILY
     os_family = result.os.family if result.os else UNKNOWN_FAMILY
