@@ -72,8 +72,6 @@ _SPECIFIC_CODES: tuple[Rule, ...] = (
     _status(r"[45]\.7\.9", R.POLICY_RELATED),
 )
 
-_SPECIFIC_REPLIES: tuple[Rule, ...] = (_reply(r"551", R.HAS_MOVED),)
-
 # Text rules: more specific causes first, so "mailbox full" wins over "mailbox", and
 # unknown users win over the word "rejected" that often surrounds them.
 _TEXT: tuple[Rule, ...] = (
@@ -104,6 +102,11 @@ _TEXT: tuple[Rule, ...] = (
         r"|account (?:is )?(?:not active|unavailable|on hold)|mailbox unavailable"
         r"|mailbox is not active|this account has been|temporarily disabled",
         R.MAILBOX_DISABLED,
+    ),
+    _text(
+        r"try again|name server reply|servfail|temporary (?:failure in name|dns)"
+        r"|dns (?:timeout|temporary)",
+        R.NETWORK_ERROR,
     ),
     _text(
         r"host (?:or domain name )?not found|unknown host|host unknown|no such domain"
@@ -210,43 +213,132 @@ _FALLBACK_CODES: tuple[Rule, ...] = (
 )
 
 _FALLBACK_REPLIES: tuple[Rule, ...] = (
+    _reply(r"551", R.HAS_MOVED),
     _reply(r"55[03]", R.USER_UNKNOWN),
     _reply(r"45[02]|552", R.MAILBOX_FULL),
     _reply(r"421|451|554|4\d\d", R.SYSTEM_ERROR),
 )
 
-RULES: tuple[Rule, ...] = (
-    *_SPECIFIC_CODES,
-    *_SPECIFIC_REPLIES,
-    *_TEXT,
-    *_FALLBACK_CODES,
-    *_FALLBACK_REPLIES,
+BANDS: tuple[tuple[Rule, ...], ...] = (
+    _SPECIFIC_CODES,
+    _TEXT,
+    _FALLBACK_CODES,
+    _FALLBACK_REPLIES,
 )
-"""The classification table, in priority order (see the module docstring)."""
+"""The classification table in its priority bands (see the module docstring)."""
+
+RULES: tuple[Rule, ...] = tuple(rule for band in BANDS for rule in band)
+"""The whole table, in priority order."""
 
 
-def classify_reason(status: str, reply: str, text: str) -> BounceReason:
-    """The first reason in :data:`RULES` that matches, or ``other``.
+@dataclass(frozen=True, slots=True)
+class CommandRule:
+    """A correction by the SMTP command the server refused.
 
-    ``status`` is an enhanced code ("5.1.1" or ""), ``reply`` a reply code ("550" or
-    ""), ``text`` the server's diagnostic words in any case.
+    A refusal after ``DATA`` comes after the server accepted the recipient, so an
+    "unknown user" there is a content filter speaking; a refusal of ``MAIL FROM`` or of
+    the greeting is about the sender, never about the recipient's address.
     """
-    lowered = text.lower()
-    values: dict[Source, str] = {"status": status, "reply": reply, "text": lowered}
 
-    for rule in RULES:
+    command: str
+    reasons: frozenset[BounceReason]
+    becomes: BounceReason
+
+
+COMMAND_RULES: tuple[CommandRule, ...] = (
+    CommandRule("DATA", frozenset({R.USER_UNKNOWN}), R.CONTENT_REJECTED),
+    CommandRule("MAIL", HARD_REASONS, R.SENDER_BLOCKED),
+    CommandRule("HELO", HARD_REASONS, R.SENDER_BLOCKED),
+)
+
+_COMMAND_PHRASE = re.compile(
+    r"(?:in reply to|after|smtp command:?|command was|during)\s+(?:the\s+)?"
+    r"(?:end of\s+)?(data|rcpt to|rcpt|mail from|mail|helo|ehlo)\b",
+    re.IGNORECASE,
+)
+_TRANSCRIPT_COMMAND = re.compile(
+    r"^\s*>>>\s*(data|rcpt|mail|helo|ehlo)\b|^\s*<<<\s*[45]\d\d", re.I | re.M
+)
+
+
+def refused_command(text: str) -> str:
+    """The SMTP command the server refused (``DATA``, ``RCPT``, ``MAIL``, ``HELO``).
+
+    Read from Postfix/Exim phrases ("in reply to end of DATA command", "after RCPT
+    TO") or from a Sendmail transcript (the last ``>>>`` line before the first
+    ``<<< 5xx``). ``""`` when the text does not say.
+    """
+    last = ""
+    for match in _TRANSCRIPT_COMMAND.finditer(text):
+        if match.group(1) is None:
+            if last:
+                return last
+            continue
+        last = _command_name(match.group(1))
+
+    phrase = _COMMAND_PHRASE.search(text)
+    return _command_name(phrase.group(1)) if phrase else last
+
+
+def _command_name(word: str) -> str:
+    word = word.lower()
+    if word.startswith("rcpt"):
+        return "RCPT"
+    if word.startswith("mail"):
+        return "MAIL"
+    if word in ("helo", "ehlo"):
+        return "HELO"
+    return "DATA"
+
+
+def _first_match(
+    rules: tuple[Rule, ...], values: dict[Source, str]
+) -> BounceReason | None:
+    for rule in rules:
         value = values[rule.source]
         if not value:
             continue
-        matched = (
-            rule.pattern.search(value)
-            if rule.source == "text"
-            else rule.pattern.match(value)
-        )
+        if rule.source == "text":
+            matched = rule.pattern.search(value)
+        else:
+            matched = rule.pattern.match(value)
         if matched:
             return rule.reason
+    return None
+
+
+def classify_reason(status: str, reply: str, *texts: str) -> BounceReason:
+    """The first reason of :data:`BANDS` that matches, or ``other``.
+
+    ``status`` is an enhanced code ("5.1.1" or ""), ``reply`` a reply code ("550" or
+    ""), ``texts`` the server's words, most precise first (the diagnostic line, then
+    the text around it): the text band tries each text in turn.
+    """
+    for band in BANDS:
+        if band is _TEXT:
+            for text in texts:
+                values: dict[Source, str] = {
+                    "status": "",
+                    "reply": "",
+                    "text": text.lower(),
+                }
+                reason = _first_match(band, values)
+                if reason is not None:
+                    return reason
+            continue
+        reason = _first_match(band, {"status": status, "reply": reply, "text": ""})
+        if reason is not None:
+            return reason
 
     return R.OTHER
+
+
+def apply_command(reason: BounceReason, command: str) -> BounceReason:
+    """``reason`` corrected by :data:`COMMAND_RULES` for the refused ``command``."""
+    for rule in COMMAND_RULES:
+        if rule.command == command and reason in rule.reasons:
+            return rule.becomes
+    return reason
 
 
 def bounce_type_for(
@@ -254,19 +346,23 @@ def bounce_type_for(
 ) -> BounceType:
     """``HARD`` when ``reason`` says the address is bad, else ``SOFT``.
 
-    "Not accepting mail" under a temporary code is ``SOFT``.
+    A host that is unknown or not accepting mail under a temporary code is ``SOFT``: a
+    DNS answer or a refusal that the server itself calls temporary may change.
     """
     if reason not in HARD_REASONS:
         return BounceType.SOFT
 
     temporary = status.startswith("4") or (not status and reply.startswith("4"))
-    if reason is R.NOT_ACCEPTING_MAIL and temporary:
+    if reason in (R.NOT_ACCEPTING_MAIL, R.HOST_UNKNOWN) and temporary:
         return BounceType.SOFT
 
     return BounceType.HARD
 
 
-def classify(status: str, reply: str, text: str) -> tuple[BounceReason, BounceType]:
-    """Reason and type for one recipient, decided by :data:`RULES`."""
-    reason = classify_reason(status, reply, text)
+def classify(status: str, reply: str, *texts: str) -> tuple[BounceReason, BounceType]:
+    """Reason and type for one recipient, decided by :data:`BANDS` and
+    :data:`COMMAND_RULES` (the refused command is read from ``texts``)."""
+    reason = classify_reason(status, reply, *texts)
+    command = next((c for c in map(refused_command, texts) if c), "")
+    reason = apply_command(reason, command)
     return reason, bounce_type_for(reason, status, reply)

@@ -94,6 +94,7 @@ _GAVE_UP = re.compile(
     re.IGNORECASE,
 )
 _SEGMENT_MAX = 1200
+_SPACES = re.compile(r"\s+")
 _DIAGNOSTIC_MAX = 500
 
 
@@ -115,12 +116,17 @@ def is_bounce_like(subject: str, from_: str, body: str) -> bool:
     """Whether the sender, subject or words of a message say it is a bounce."""
     if _DAEMON_FROM.search(from_) or _BOUNCE_SUBJECT.search(subject):
         return True
-    return bool(_BOUNCE_BODY.search(body[:4000]))
+    return bool(_BOUNCE_BODY.search(_folded(body[:4000])))
+
+
+def _folded(text: str) -> str:
+    """Whitespace runs (line breaks included) as single spaces, for phrase search."""
+    return _SPACES.sub(" ", text)
 
 
 def is_delay(subject: str, body: str) -> bool:
     """Whether a report only warns of a delay (delivery will be retried)."""
-    head = body[:3000]
+    head = _folded(body[:3000])
     if not (_DELAY.search(subject) or _DELAY.search(head)):
         return False
     return not _GAVE_UP.search(subject) and not _GAVE_UP.search(_without_delay(head))

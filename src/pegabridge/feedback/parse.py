@@ -306,8 +306,9 @@ def _bounced(
         context_text[:_CLASSIFY_TEXT_MAX]
     )
 
-    words = f"{diagnostic}\n{context_text[:_CLASSIFY_TEXT_MAX]}"
-    reason, bounce_type = classify.classify(bounce_code, smtp_code, words)
+    reason, bounce_type = classify.classify(
+        bounce_code, smtp_code, diagnostic, context_text[:_CLASSIFY_TEXT_MAX]
+    )
     if action == "delayed":
         bounce_type = BounceType.SOFT
 
