@@ -11,6 +11,7 @@ are real opens, not machine hits, unless the request itself is a prefetch or a H
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,8 +54,9 @@ PREFETCH_WORDS: Final = ("prefetch", "prerender", "preview")
 APPLE_MPP_AGENT: Final = "Mozilla/5.0"
 
 # Link scanners, link-preview bots and scripted clients, by User-Agent. Each entry is a
-# label (kept as the verdict's detail) and a case-insensitive pattern. Real browsers and
-# mail clients never match: tests run the uap-core browser cases against this table.
+# label (kept as the verdict's detail) and a lowercase pattern, searched in the
+# lowercased agent. Real browsers and mail clients never match: tests run the uap-core
+# browser cases against this table.
 SCANNER_AGENT_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
     ("microsoft-office-discovery", r"microsoft office (existence|protocol) discovery"),
     ("microsoft-preview", r"bingpreview|skypeuripreview|microsoftpreview"),
@@ -76,12 +78,10 @@ SCANNER_AGENT_PATTERNS: Final[tuple[tuple[str, str], ...]] = (
         r"axios/|scrapy|^wget|^curl/|^httpie",
     ),
 )
-_SCANNER_AGENT_RE: Final = re.compile(
-    "|".join(
-        f"(?P<g{index}>{pattern})"
-        for index, (_, pattern) in enumerate(SCANNER_AGENT_PATTERNS)
-    ),
-    re.IGNORECASE,
+# One regex per entry, searched in a lowercased agent: measured faster with Python's
+# `re` than one alternation of all of them with IGNORECASE.
+_SCANNER_AGENT_RES: Final = tuple(
+    (label, re.compile(pattern)) for label, pattern in SCANNER_AGENT_PATTERNS
 )
 SCANNED_AGENT_LENGTH: Final = 1024
 """Characters of a User-Agent searched for scanner patterns."""
@@ -282,9 +282,14 @@ class MachineDetector:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def scanner_agent_label(user_agent: str) -> str:
-    """The label of the scanner pattern `user_agent` matches, or `""` when none does."""
-    match = _SCANNER_AGENT_RE.search(user_agent[:SCANNED_AGENT_LENGTH])
-    if match is None or match.lastgroup is None:
-        return ""
-    return SCANNER_AGENT_PATTERNS[int(match.lastgroup[1:])][0]
+    """The label of the scanner pattern `user_agent` matches, or `""` when none does.
+
+    Results are cached on the raw string, like `classify_agent`.
+    """
+    text = user_agent[:SCANNED_AGENT_LENGTH].lower()
+    for label, pattern in _SCANNER_AGENT_RES:
+        if pattern.search(text):
+            return label
+    return ""
