@@ -99,13 +99,13 @@ _TEXT: tuple[Rule, ...] = (
         r"|suspended|inactive|deactivated|locked|frozen|expired|closed|blocked)"
         r"|(?:disabled|suspended|inactive|deactivated|expired|closed) "
         r"(?:account|mailbox|user)"
-        r"|account (?:is )?(?:not active|unavailable|on hold)|mailbox unavailable"
+        r"|account (?:is )?(?:not active|unavailable|on hold)|\bis (?:disabled|suspended)"
         r"|mailbox is not active|this account has been|temporarily disabled",
         R.MAILBOX_DISABLED,
     ),
     _text(
-        r"try again|name server reply|servfail|temporary (?:failure in name|dns)"
-        r"|dns (?:timeout|temporary)",
+        r"name server reply|servfail|temporary (?:failure in name|dns)"
+        r"|host not found, try again|dns (?:timeout|temporary)",
         R.NETWORK_ERROR,
     ),
     _text(
@@ -133,15 +133,18 @@ _TEXT: tuple[Rule, ...] = (
         r"|addressee unknown|undeliverable address|recipient rejected"
         r"|mailbox not found|user not found|not found in directory"
         r"|no longer (?:available|active|valid)|no valid recipients"
-        r"|name (?:is )?not recogni[sz]ed|unknown local|email account that you tried"
+        r"|name (?:is )?not recogni[sz]ed|unknown local"
         r"|user (?:is )?not (?:here|local)|not a (?:known|valid) (?:user|recipient)"
         r"|user lookup failure|mailbox \S+ does not|doesn't handle mail for"
-        r"|recipient address rejected: (?:user|undeliverable)",
+        r"|recipient address rejected: (?:user|undeliverable|access denied)"
+        r"|mailbox unavailable|address (?:couldn't|could not) be found|address not found"
+        r"|invalid .{0,20}userid|check if (?:the )?address is correct"
+        r"|not listed in public|recipient name is not recogni",
         R.USER_UNKNOWN,
     ),
     _text(
         r"does not accept (?:any )?mail|not accept(?:ing)? (?:any )?(?:e-?)?mail"
-        r"|accepts no mail|null mx|no longer accepts? mail",
+        r"|accepts no mail|null mx|no longer accepts? mail|no smtp service",
         R.NOT_ACCEPTING_MAIL,
     ),
     _text(r"virus|malware|infected|trojan", R.VIRUS_DETECTED),
@@ -256,6 +259,9 @@ _COMMAND_PHRASE = re.compile(
     r"(?:end of\s+)?(data|rcpt to|rcpt|mail from|mail|helo|ehlo)\b",
     re.IGNORECASE,
 )
+# Sendmail pipelines RCPT and DATA: its transcript shows ">>> DATA" before the refusal
+# of the recipient, then "503 ... Need RCPT" - the refusal was of the recipient.
+_RCPT_REFUSED = re.compile(r"need rcpt|all rcpt commands were rejected", re.IGNORECASE)
 _TRANSCRIPT_COMMAND = re.compile(
     r"^\s*>>>\s*(data|rcpt|mail|helo|ehlo)\b|^\s*<<<\s*[45]\d\d", re.I | re.M
 )
@@ -268,6 +274,9 @@ def refused_command(text: str) -> str:
     TO") or from a Sendmail transcript (the last ``>>>`` line before the first
     ``<<< 5xx``). ``""`` when the text does not say.
     """
+    if _RCPT_REFUSED.search(text):
+        return "RCPT"
+
     last = ""
     for match in _TRANSCRIPT_COMMAND.finditer(text):
         if match.group(1) is None:
@@ -363,6 +372,9 @@ def classify(status: str, reply: str, *texts: str) -> tuple[BounceReason, Bounce
     """Reason and type for one recipient, decided by :data:`BANDS` and
     :data:`COMMAND_RULES` (the refused command is read from ``texts``)."""
     reason = classify_reason(status, reply, *texts)
+    if _first_match(_SPECIFIC_CODES, {"status": status, "reply": "", "text": ""}):
+        return reason, bounce_type_for(reason, status, reply)
+
     command = next((c for c in map(refused_command, texts) if c), "")
     reason = apply_command(reason, command)
     return reason, bounce_type_for(reason, status, reply)

@@ -10,7 +10,7 @@ import re
 
 # RFC 3463 section 2: class.subject.detail, class 2, 4 or 5, each part up to 3 digits.
 # The look-arounds keep "5.1.1.1" (an address) and "x5.1.1" from matching.
-_ENHANCED = re.compile(r"(?<![\w.#/-])([245])\.(\d{1,3})\.(\d{1,3})(?![\w.]*\d)(?!-\d)")
+_ENHANCED = re.compile(r"(?<![\w./-])([245])\.(\d{1,3})\.(\d{1,3})(?![\w.]*\d)(?!-\d)")
 _REPLY = re.compile(r"(?<![\w.#/:=+-])([245][0-5]\d)(?=[ \-]|$)(?![- ]?\d{2,}[\d:.])")
 _PSEUDO = re.compile(r"^[245]\.0\.9\d\d$")
 

@@ -93,6 +93,11 @@ _GAVE_UP = re.compile(
     r"|failed(?! temporarily)|will not be delivered|has expired|too long|bounced",
     re.IGNORECASE,
 )
+# Exchange repeats the original's To/Subject/Sent before the failed recipients.
+_EXCHANGE_SUMMARY = re.compile(
+    r"your message\s+to:.{0,2000}?did not reach the following recipient",
+    re.IGNORECASE | re.DOTALL,
+)
 _SEGMENT_MAX = 1200
 _SPACES = re.compile(r"\s+")
 _DIAGNOSTIC_MAX = 500
@@ -141,6 +146,7 @@ def find_recipients(text: str, excluded: set[str]) -> list[TextRecipient]:
 
     ``excluded`` holds lower-cased addresses that are known not to be recipients.
     """
+    text = _EXCHANGE_SUMMARY.sub(" ", text)
     positions: list[tuple[int, str]] = []
     seen: set[str] = set()
     for match in mime.address_matches(text):

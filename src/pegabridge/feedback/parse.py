@@ -81,7 +81,7 @@ def parse_message(raw: bytes) -> FeedbackReport:
         return FeedbackReport(kind=FeedbackKind.OTHER)
 
 
-def _parse(raw: bytes) -> FeedbackReport:
+def _parse(raw: bytes, depth: int = 0) -> FeedbackReport:
     msg = mime.load(raw)
     parts = _collect(msg)
     report_text = "\n\n".join(parts.texts)
@@ -99,7 +99,7 @@ def _parse(raw: bytes) -> FeedbackReport:
         report_text=report_text,
         subject=base.subject,
         from_=base.from_,
-        excluded=_excluded_addresses(msg, returned, base.return_path_addresses),
+        excluded=_excluded_addresses(msg, returned),
     )
 
     complaint = complaints.find_complaint(msg, returned)
@@ -117,7 +117,24 @@ def _parse(raw: bytes) -> FeedbackReport:
     if groups:
         return _dsn_report(base, context, groups)
 
-    return _unstructured_report(base, context, returned)
+    report = _unstructured_report(base, context, returned)
+    if report.recipients or returned is None or depth > 0:
+        return report
+    return _forwarded_report(report, returned, depth)
+
+
+def _forwarded_report(
+    report: FeedbackReport, returned: Message, depth: int
+) -> FeedbackReport:
+    """Some gateways wrap the real bounce as an attachment of their own notice."""
+    if mime.content_type(returned) != "multipart/report":
+        return report
+    try:
+        inner_raw = returned.as_bytes()
+    except Exception:  # a broken attachment is not worth failing the outer report
+        return report
+    inner = _parse(inner_raw, depth + 1)
+    return inner if inner.recipients else report
 
 
 def _collect(msg: Message) -> _Parts:
@@ -140,17 +157,17 @@ def _collect(msg: Message) -> _Parts:
                 reversed([child for child in payload if isinstance(child, Message)])
             )
             continue
-        if kind.startswith("text/") or part is msg:
+        if kind.startswith(("text/", "multipart/")) or part is msg:
             text = mime.part_text(part)
             parts.texts.append(_TAG.sub(" ", text) if kind == "text/html" else text)
     return parts
 
 
-def _excluded_addresses(
-    msg: Message, returned: Message | None, return_path: tuple[str, ...]
-) -> frozenset[str]:
+def _excluded_addresses(msg: Message, returned: Message | None) -> frozenset[str]:
     """Addresses that name the sender or the bounce's addressee, never a recipient."""
-    found: list[str] = list(return_path)
+    found: list[str] = []
+    for name in ("to", "delivered-to", "x-original-to", "envelope-to"):
+        found.extend(mime.addresses_in(mime.header(msg, name)))
     for name in ("from", "return-path", "sender", "reply-to"):
         found.extend(mime.addresses_in(mime.header(msg, name)))
     if returned is not None:
@@ -324,11 +341,18 @@ def _bounced(
 
 
 def _best_code(status: str, text_codes: list[str]) -> str:
-    """The DSN ``Status`` unless it is generic and the text names a precise code."""
+    """The code the receiving server wrote, else the DSN ``Status``.
+
+    A reporting MTA often fills ``Status`` with a generic or wrong code while the
+    diagnostic quotes the receiving server's own answer, which is the better witness.
+    A generic ``x.0.0`` from the text does not replace a precise ``Status``.
+    """
     specific = codes.most_specific(text_codes)
-    if not status:
-        return specific
-    if status.endswith(".0.0") and specific and specific[0] == status[0]:
+    if not specific:
+        return status
+    if not status or specific[0] == status[0] or status[0] == "2":
+        if specific.endswith(".0.0") and status and not status.endswith(".0.0"):
+            return status
         return specific
     return status
 
