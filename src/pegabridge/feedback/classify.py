@@ -99,7 +99,8 @@ _TEXT: tuple[Rule, ...] = (
         r"|suspended|inactive|deactivated|locked|frozen|expired|closed|blocked)"
         r"|(?:disabled|suspended|inactive|deactivated|expired|closed) "
         r"(?:account|mailbox|user)"
-        r"|account (?:is )?(?:not active|unavailable|on hold)|\bis (?:disabled|suspended)"
+        r"|account (?:is )?(?:not active|unavailable|on hold)"
+        r"|\bis (?:disabled|suspended)"
         r"|mailbox is not active|this account has been|temporarily disabled",
         R.MAILBOX_DISABLED,
     ),
@@ -137,7 +138,8 @@ _TEXT: tuple[Rule, ...] = (
         r"|user (?:is )?not (?:here|local)|not a (?:known|valid) (?:user|recipient)"
         r"|user lookup failure|mailbox \S+ does not|doesn't handle mail for"
         r"|recipient address rejected: (?:user|undeliverable|access denied)"
-        r"|mailbox unavailable|address (?:couldn't|could not) be found|address not found"
+        r"|mailbox unavailable|address not found"
+        r"|address (?:couldn't|could not) be found"
         r"|invalid .{0,20}userid|check if (?:the )?address is correct"
         r"|not listed in public|recipient name is not recogni",
         R.USER_UNKNOWN,
