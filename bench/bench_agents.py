@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pegabridge.tracking.agents import classify_agent
+from pegabridge.tracking.agents import classify_agent, clear_agent_cache
 from pegabridge.tracking.machine import Hit, HitKind, MachineDetector
 from pegabridge.tracking.relay_ranges import AddressRanges, load_ranges
 from pegabridge.tracking.tokens import KeyRing, SigningKey, TokenKind, TokenPayload
@@ -84,7 +84,7 @@ def bench_classification(relay: AddressRanges | None) -> dict[str, Any]:
     classify_agent("warm up ua-parser's lazy regexes")
 
     cold_hits = hits_of(distinct_agents(5_000))
-    classify_agent.cache_clear()
+    clear_agent_cache()
     cold_s = classify_all(detector, cold_hits)
 
     warm_hits = hits_of(distinct_agents(300)) * 200

@@ -13,6 +13,7 @@ import yaml
 from pegabridge.tracking.agents import (
     MAX_PARSED_LENGTH,
     Agent,
+    agent_cache_stats,
     classify_agent,
     raw_families,
 )
@@ -156,8 +157,18 @@ def test_a_repeated_agent_is_answered_from_the_cache() -> None:
         "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
     )
     classify_agent(user_agent)
-    hits_before = classify_agent.cache_info().hits
+    hits_before = agent_cache_stats().hits
 
     classify_agent(user_agent)
 
-    assert classify_agent.cache_info().hits == hits_before + 1
+    assert agent_cache_stats().hits == hits_before + 1
+
+
+def test_distinct_huge_agents_share_one_cache_entry_per_parsed_head() -> None:
+    head = "Mozilla/5.0 (X11; Linux x86_64) " + "z" * MAX_PARSED_LENGTH
+    classify_agent(head + "first tail")
+    size_before = agent_cache_stats().size
+
+    classify_agent(head + "another tail")
+
+    assert agent_cache_stats().size == size_before

@@ -92,22 +92,46 @@ def raw_families(user_agent: str) -> RawFamilies:
     return RawFamilies(browser=browser, os=os_family)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
 def classify_agent(user_agent: str) -> Agent:
     """Return the `browser` and `os` of `user_agent` as the event format names them.
 
     Never raises on odd input; an empty or unknown agent gives `""` for both names.
-    Results are cached (LRU on the raw string); `classify_agent.cache_clear()` empties
-    the cache.
+    Only the first `MAX_PARSED_LENGTH` characters count, and results are cached on
+    them (LRU), so huge or endless distinct headers cannot fill the memory.
     """
-    raw = raw_families(user_agent)
-    proxy_family = _image_proxy_family(user_agent, raw.browser)
+    return _classify_head(user_agent[:MAX_PARSED_LENGTH])
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _classify_head(head: str) -> Agent:
+    raw = raw_families(head)
+    proxy_family = _image_proxy_family(head, raw.browser)
     if proxy_family is not None:
         return Agent(browser=browser_name(proxy_family), os="", image_proxy=True)
 
     return Agent(
         browser=browser_name(raw.browser), os=os_name(raw.os), image_proxy=False
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """How the classification cache has served so far."""
+
+    hits: int
+    misses: int
+    size: int
+
+
+def agent_cache_stats() -> CacheStats:
+    """Hits, misses and current size of the classification cache."""
+    info = _classify_head.cache_info()
+    return CacheStats(hits=info.hits, misses=info.misses, size=info.currsize)
+
+
+def clear_agent_cache() -> None:
+    """Empty the classification cache (for benchmarks and tests)."""
+    _classify_head.cache_clear()
 
 
 def browser_name(family: str) -> str:
@@ -120,11 +144,10 @@ def os_name(family: str) -> str:
     return OS_NAMES.get(family, family)
 
 
-def _image_proxy_family(user_agent: str, browser_family: str) -> str | None:
+def _image_proxy_family(head: str, browser_family: str) -> str | None:
     if browser_family in IMAGE_PROXY_FAMILIES:
         return browser_family
 
-    head = user_agent[:MAX_PARSED_LENGTH]
     for marker, family in IMAGE_PROXY_MARKERS:
         if marker in head:
             return family

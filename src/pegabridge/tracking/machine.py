@@ -282,13 +282,18 @@ class MachineDetector:
         return None
 
 
-@functools.lru_cache(maxsize=4096)
 def scanner_agent_label(user_agent: str) -> str:
     """The label of the scanner pattern `user_agent` matches, or `""` when none does.
 
-    Results are cached on the raw string, like `classify_agent`.
+    Only the first `SCANNED_AGENT_LENGTH` characters are searched; results are cached
+    on them, like `classify_agent`.
     """
-    text = user_agent[:SCANNED_AGENT_LENGTH].lower()
+    return _scanner_label_of_head(user_agent[:SCANNED_AGENT_LENGTH])
+
+
+@functools.lru_cache(maxsize=4096)
+def _scanner_label_of_head(head: str) -> str:
+    text = head.lower()
     for label, pattern in _SCANNER_AGENT_RES:
         if pattern.search(text):
             return label

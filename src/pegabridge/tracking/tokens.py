@@ -181,9 +181,13 @@ def _decode_base64(token: object) -> bytes:
 
 
 def _decode_body(body: bytes) -> TokenPayload:
-    version, kind = body[0] >> 4, body[0] & 0x0F
-    if version != FORMAT_VERSION or kind not in TokenKind._value2member_map_:
+    version, kind_code = body[0] >> 4, body[0] & 0x0F
+    if version != FORMAT_VERSION:
         raise InvalidToken("unknown token format")
+    try:
+        kind = TokenKind(kind_code)
+    except ValueError as exc:
+        raise InvalidToken("unknown token kind") from exc
 
     position = 2
     values: list[int] = []
@@ -194,7 +198,7 @@ def _decode_body(body: bytes) -> TokenPayload:
         raise InvalidToken("unexpected bytes in token")
 
     try:
-        return TokenPayload(TokenKind(kind), values[0], values[1], values[2])
+        return TokenPayload(kind, values[0], values[1], values[2])
     except ValueError as exc:
         raise InvalidToken("token ids out of range") from exc
 
