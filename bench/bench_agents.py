@@ -29,7 +29,7 @@ TEMPLATES = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/{major}.0.{minor}.{patch} Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{major}.0) Gecko/20100101 "
-    "Firefox/{major}.{minor}",
+    "Firefox/{major}.{minor}.{patch}",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{minor}) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/{major}.{patch} Safari/605.1.15",
     "Mozilla/5.0 (iPhone; CPU iPhone OS {major}_{minor} like Mac OS X) "
