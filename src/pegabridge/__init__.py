@@ -1,0 +1,1 @@
+"""pegabridge: every email interaction, in real time, to a brand's Pega endpoint."""

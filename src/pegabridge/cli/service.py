@@ -1,0 +1,274 @@
+"""Commands that run pegabridge or move events: serve, ingest, dead letters, sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pegabridge import logs
+from pegabridge.cli.common import console, fail, in_transaction, run
+from pegabridge.config import get_settings
+from pegabridge.delivery import outbox
+from pegabridge.delivery.recorder import Submitted
+from pegabridge.events.ingest import ActivityRefused, BodyError, accept_activity
+from pegabridge.events.schema import write_schemas
+from pegabridge.installs.vault import Vault
+from pegabridge.store.tables import outbox as outbox_table
+from pegabridge.web.runtime import Runtime
+
+dead_app = typer.Typer(
+    help="Events that could not be delivered within the retry window."
+)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    deliver: Annotated[
+        bool, typer.Option(help="Also run the delivery workers in this process.")
+    ] = True,
+) -> None:
+    """Run the web server and the delivery workers (migrating the database first)."""
+    import uvicorn
+
+    from pegabridge.web.app import create_app
+
+    logs.configure()
+    settings = get_settings()
+    console.print(
+        f"pegabridge on http://{host}:{port}  (database: "
+        f"{_safe_url(settings.resolved_database_url())})"
+    )
+    uvicorn.run(
+        create_app(settings, deliver=deliver),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    run(in_transaction(lambda _conn, _vault: asyncio.sleep(0)))
+    console.print("database is up to date")
+
+
+def schema(
+    out: Annotated[Path, typer.Option(help="Folder for the schema files.")] = Path(
+        "docs/schema"
+    ),
+) -> None:
+    """Write the JSON Schema file of each metric."""
+    for path in write_schemas(out):
+        console.print(str(path))
+
+
+def ingest(
+    file: Annotated[Path, typer.Argument(help="A JSON array or NDJSON file.")],
+    batch: Annotated[int, typer.Option(help="Activities per transaction.")] = 1000,
+) -> None:
+    """Record the activities of a file; a running `serve` delivers them.
+
+    The whole file is checked first: when any activity is refused, every refused line is
+    listed and nothing is recorded.
+    """
+    if not file.exists():
+        raise fail(f"{file} does not exist")
+    items = _read_items(file)
+    accepted, refused = _check_items(items)
+    if refused:
+        for index, message in refused[:50]:
+            console.print(f"activity {index + 1}: {message}")
+        raise fail(
+            f"{len(refused)} of {len(items)} activities refused; nothing recorded"
+        )
+
+    counts = run(_record_all(accepted, batch))
+    console.print(f"recorded {len(accepted)} activities: {json.dumps(counts)}")
+
+
+def _read_items(file: Path) -> list[Any]:
+    text = file.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            document = json.loads(text)
+            return list(document)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise fail(f"{file} is not a JSON array or NDJSON: {exc}") from None
+
+
+def _check_items(items: list[Any]) -> tuple[list[Submitted], list[tuple[int, str]]]:
+    accepted, refused = [], []
+    for index, item in enumerate(items):
+        try:
+            ok = accept_activity(item, None)
+        except (ActivityRefused, BodyError) as exc:
+            refused.append((index, str(exc)))
+            continue
+        accepted.append(Submitted(ok.event, ok.has_metric_id))
+    return accepted, refused
+
+
+async def _record_all(accepted: list[Submitted], batch: int) -> dict[str, int]:
+    runtime = await Runtime.open(get_settings(), deliver=False)
+    totals: dict[str, int] = {}
+    try:
+        with _progress() as progress:
+            task = progress.add_task("recording", total=len(accepted))
+            for start in range(0, len(accepted), batch):
+                chunk = accepted[start : start + batch]
+                result = await runtime.recorder.record(chunk)
+                for state, count in result.count().items():
+                    totals[state] = totals.get(state, 0) + count
+                progress.advance(task, len(chunk))
+    finally:
+        await runtime.close()
+    return totals
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@dead_app.command("list")
+def dead_list(
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+) -> None:
+    """The newest dead letters with their last error."""
+
+    async def query(conn: AsyncConnection, _vault: Vault) -> list[Any]:
+        rows = await conn.execute(
+            select(
+                outbox_table.c.uuid,
+                outbox_table.c.portal_id,
+                outbox_table.c.brand_id,
+                outbox_table.c.metric,
+                outbox_table.c.attempts,
+                outbox_table.c.created_at,
+                outbox_table.c.last_status,
+                outbox_table.c.last_error,
+            )
+            .where(outbox_table.c.state == "dead")
+            .order_by(outbox_table.c.id.desc())
+            .limit(limit)
+        )
+        return list(rows)
+
+    rows = run(in_transaction(query))
+    table = Table(title=f"dead letters (newest {limit})")
+    for column in (
+        "uuid",
+        "portal",
+        "brand",
+        "metric",
+        "attempts",
+        "recorded",
+        "last status",
+        "last error",
+    ):
+        table.add_column(column)
+    for r in rows:
+        recorded = dt.datetime.fromtimestamp(r.created_at).isoformat(timespec="seconds")
+        table.add_row(
+            r.uuid,
+            str(r.portal_id),
+            str(r.brand_id),
+            r.metric,
+            str(r.attempts),
+            recorded,
+            str(r.last_status or "-"),
+            r.last_error[:60],
+        )
+    console.print(table)
+
+
+@dead_app.command("replay")
+def dead_replay(
+    uuid: Annotated[list[str] | None, typer.Option(help="Only these uuids.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only those recorded since (ISO date/time).")
+    ] = None,
+) -> None:
+    """Send dead letters again, with their original payload and uuid."""
+    since_ts = _parse_since(since) if since else None
+    count = run(
+        in_transaction(
+            lambda conn, _v: outbox.replay_dead(
+                conn, time.time(), uuids=uuid, since=since_ts
+            )
+        )
+    )
+    console.print(f"{count} dead letters are pending again")
+
+
+def _parse_since(text: str) -> float:
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise fail(f"--since {text!r} is not an ISO date such as 2026-12-01") from None
+
+
+def sandbox_endpoint(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    username: Annotated[
+        str, typer.Option(help="Expected Basic auth username.")
+    ] = "pega",
+    password: Annotated[
+        str, typer.Option(help="Expected Basic auth password.")
+    ] = "pega",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    store: Annotated[
+        Path | None, typer.Option(help="Append each accepted event to this file.")
+    ] = None,
+) -> None:
+    """A stand-in for Pega: checks Basic auth and prints (or stores) each event."""
+    from pegabridge.sandbox import SandboxEndpoint
+
+    async def main() -> None:
+        endpoint = SandboxEndpoint(
+            username,
+            password,
+            host=host,
+            port=port,
+            store=store,
+            echo=lambda line: console.print(line, highlight=False),
+        )
+        await endpoint.start()
+        console.print(f"sandbox endpoint listening on {endpoint.url}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await endpoint.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print("stopped")

@@ -1,0 +1,60 @@
+"""Settings of a pegabridge process, read from the environment (``PEGABRIDGE_*``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service, with a default that runs a trial on a laptop.
+
+    The embedded default keeps its state under ``var_dir``: the SQLite database, the key
+    file for secrets, and the outgoing mail folder.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PEGABRIDGE_", extra="ignore")
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    secret_key: str = ""
+    sqlite_synchronous: str = "FULL"
+
+    # Delivery.
+    lane_concurrency: int = Field(default=16, ge=1, le=256)
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 15.0
+    poll_interval_s: float = 0.5
+    lease_s: float = 60.0
+    memory_queue_limit: int = 20_000
+    claim_batch: int = 500
+    retry_base_s: float = 10.0
+    retry_max_delay_s: float = 6 * 3600.0
+    retry_max_age_s: float = 4 * 24 * 3600.0
+    retry_jitter: float = 0.25
+    circuit_threshold: int = 5
+    circuit_probe_s: float = 30.0
+    pause_after_400s: int = 3
+    allow_private_endpoints: bool = True
+
+    # Ingest.
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_items_per_request: int = 10_000
+
+    # Web.
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    def resolved_database_url(self) -> str:
+        """The database URL; by default the embedded SQLite file in ``var_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.var_dir / 'pegabridge.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

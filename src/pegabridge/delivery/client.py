@@ -1,0 +1,111 @@
+"""The HTTP side of delivery: one keep-alive session per installation's endpoint.
+
+aiohttp is the client, chosen by measurement: see the side-by-side run of
+``bench/bench_http_clients.py`` and its figures in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from pegabridge.delivery.verdict import AttemptResult
+
+EXCERPT_CHARS = 300
+USER_AGENT = "pegabridge/0.1 (+interaction relay)"
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    """The ``Authorization`` value of RFC 7617 Basic auth, with UTF-8 credentials."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where and how to POST the events of one installation."""
+
+    url: str
+    username: str
+    password: str = field(repr=False)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 15.0
+    concurrency: int = 16
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(self.extra_headers)
+        headers["Authorization"] = basic_auth_header(self.username, self.password)
+        headers["Content-Type"] = "application/json"
+        headers["User-Agent"] = USER_AGENT
+        return headers
+
+
+class EndpointClient:
+    """Sends one JSON message per POST to an endpoint, over reused connections."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self._headers = config.headers()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.concurrency, keepalive_timeout=30, ttl_dns_cache=60
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=self.config.request_timeout_s,
+                sock_connect=self.config.connect_timeout_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=self._headers
+            )
+        return self._session
+
+    async def post(self, payload: str) -> AttemptResult:
+        """POST ``payload``; never raises for network trouble, it is in the result."""
+        started = time.perf_counter()
+        try:
+            session = self._open()
+            async with session.post(self.config.url, data=payload.encode()) as response:
+                body = await response.content.read(4096)
+                return AttemptResult(
+                    status_code=response.status,
+                    duration_ms=_ms_since(started),
+                    response_excerpt=_excerpt(body),
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        except TimeoutError:
+            return AttemptResult(None, _ms_since(started), error="timed out")
+        except aiohttp.ClientError as exc:
+            return AttemptResult(None, _ms_since(started), error=_describe(exc))
+
+    async def close(self) -> None:
+        """Close the connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _excerpt(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace")
+    return text[:EXCERPT_CHARS]
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text[:300]
+
+
+async def close_all(clients: list[EndpointClient]) -> None:
+    """Close many clients at once."""
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

@@ -1,0 +1,83 @@
+"""The ASGI application: API routes, health checks, and the pages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from pegabridge.config import Settings, get_settings
+from pegabridge.web import api
+from pegabridge.web.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, deliver: bool = True, migrate: bool = True
+) -> FastAPI:
+    """The pegabridge web application; delivery workers run inside its lifespan."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await Runtime.open(settings, deliver=deliver, migrate=migrate)
+        app.state.runtime = runtime
+        app.state.api_key_cache = {}
+        log.info("pegabridge ready", extra={"event": "service.ready"})
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="pegabridge",
+        summary="Every email interaction, in real time, to the brand's Pega endpoint.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+    _add_error_handlers(app)
+    _add_health(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(api.ApiError)
+    async def _api_error(_request: Request, exc: api.ApiError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content=exc.body)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            status_code=422, content={"error": "invalid request", "errors": errors}
+        )
+
+
+def _add_health(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="The database answers")
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        try:
+            async with runtime.db.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning(
+                "not ready",
+                extra={"event": "service.not_ready", "error": str(exc)[:200]},
+            )
+            return JSONResponse(status_code=503, content={"status": "database down"})
+        return JSONResponse(content={"status": "ready"})

@@ -1,0 +1,139 @@
+"""Shared fixtures: real databases, a real receiver on loopback, the served application.
+
+Every test that touches the database gets the ``database_url`` fixture, which runs it on
+SQLite (a file in the test's folder) and on PostgreSQL (a database of its own on the
+server at 127.0.0.1:5432, dropped afterwards). Set ``PEGABRIDGE_TEST_DATABASES=sqlite``
+to run only SQLite, e.g. on a machine without PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from pegabridge.config import Settings
+from pegabridge.sandbox import SandboxEndpoint
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PEGABRIDGE_SHARED", REPO.parent / "shared"))
+PG_ADMIN_DSN = os.environ.get(
+    "PEGABRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def shared_path(*parts: str) -> Path:
+    """A file of the shared test data, or a skip that says where it was looked for."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared test data not found at {path} (set PEGABRIDGE_SHARED)")
+    return path
+
+
+def _databases() -> list[str]:
+    wanted = os.environ.get("PEGABRIDGE_TEST_DATABASES", "sqlite,postgres")
+    return [name.strip() for name in wanted.split(",") if name.strip()]
+
+
+def _postgres_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def _pg_admin(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=_databases())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'pegabridge.db'}"
+        return
+
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    name = f"pb_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for a test: its own var folder and database, waits cut short."""
+    return Settings(
+        var_dir=tmp_path / "var",
+        database_url=database_url,
+        secret_key="test-secret-key",
+        sqlite_synchronous="NORMAL",
+        poll_interval_s=0.05,
+        retry_base_s=0.05,
+        retry_max_delay_s=0.2,
+        retry_max_age_s=60.0,
+        retry_jitter=0.0,
+        circuit_threshold=1000,
+        circuit_probe_s=0.1,
+        lease_s=5.0,
+    )
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[SandboxEndpoint]:
+    """The trial endpoint on a free loopback port, expecting user ``pega`` / ``s3cret``."""
+    endpoint = SandboxEndpoint("pega", "s3cret")
+    await endpoint.start()
+    try:
+        yield endpoint
+    finally:
+        await endpoint.stop()
+
+
+@dataclass
+class Served:
+    """The application served by uvicorn on a loopback port."""
+
+    base_url: str
+    app: object
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[Served]:
+    """pegabridge's web application with its delivery workers, on real HTTP."""
+    from pegabridge.web.app import create_app
+
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield Served(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
