@@ -149,6 +149,11 @@ _TEXT: tuple[Rule, ...] = (
         r"|accepts no mail|null mx|no longer accepts? mail|no smtp service",
         R.NOT_ACCEPTING_MAIL,
     ),
+    _text(
+        r"spamhaus|spamcop|barracudacentral|blocked using|\bdnsbl\b|\brbl\b"
+        r"|black ?listed|block ?listed",
+        R.SENDER_BLOCKED,
+    ),
     _text(r"virus|malware|infected|trojan", R.VIRUS_DETECTED),
     _text(
         r"spam|junk|unsolicited|bulk mail|content (?:looks|appears) like"

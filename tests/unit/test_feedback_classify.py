@@ -1,0 +1,78 @@
+"""The classification table: code first, then text, then broad fallbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from pegabridge.feedback.classify import (
+    RULES,
+    classify,
+    classify_reason,
+    refused_command,
+)
+from pegabridge.feedback.models import BounceReason as R
+from pegabridge.feedback.models import BounceType
+
+
+@pytest.mark.parametrize(
+    ("status", "reply", "text", "reason"),
+    [
+        ("5.1.1", "550", "mailbox full", R.USER_UNKNOWN),
+        ("5.2.2", "552", "", R.MAILBOX_FULL),
+        ("5.0.0", "550", "Host or domain name not found", R.HOST_UNKNOWN),
+        (
+            "5.7.1",
+            "554",
+            "client host blocked using zen.spamhaus.org",
+            R.SENDER_BLOCKED,
+        ),
+        ("", "550", "Message rejected as spam", R.SPAM_DETECTED),
+        ("5.1.6", "", "", R.HAS_MOVED),
+        ("4.4.7", "", "", R.EXPIRED),
+        ("", "", "nothing telling here", R.OTHER),
+    ],
+)
+def test_the_reason_follows_the_table(
+    status: str, reply: str, text: str, reason: R
+) -> None:
+    assert classify_reason(status, reply, text) is reason
+
+
+def test_a_specific_code_wins_over_the_text() -> None:
+    assert classify_reason("5.2.2", "550", "user unknown") is R.MAILBOX_FULL
+
+
+def test_a_permanent_policy_block_is_soft() -> None:
+    assert classify("5.7.1", "550", "blocked by policy")[1] is BounceType.SOFT
+
+
+def test_an_unknown_user_with_a_temporary_code_is_still_hard() -> None:
+    assert classify("4.1.1", "450", "")[1] is BounceType.HARD
+
+
+def test_an_unknown_host_with_a_temporary_code_is_soft() -> None:
+    assert classify("4.0.0", "", "Domain name not found")[1] is BounceType.SOFT
+
+
+def test_an_unknown_user_refused_after_data_is_a_content_filter() -> None:
+    text = "550 User unknown (in reply to end of DATA command)"
+    reason, bounce_type = classify("5.0.0", "550", text)
+
+    assert reason is R.CONTENT_REJECTED
+    assert bounce_type is BounceType.SOFT
+
+
+def test_a_refused_mail_from_never_makes_the_recipient_hard() -> None:
+    text = "SMTP error after MAIL FROM:<x@y.example>: 553 no such user"
+
+    assert classify("", "553", text)[1] is BounceType.SOFT
+
+
+def test_a_sendmail_transcript_with_need_rcpt_was_a_recipient_refusal() -> None:
+    text = ">>> DATA\n<<< 550 5.1.1 User unknown\n<<< 503 5.0.0 Need RCPT (recipient)"
+
+    assert refused_command(text) == "RCPT"
+
+
+def test_every_rule_pattern_compiles_to_something_matchable() -> None:
+    assert all(rule.pattern.pattern for rule in RULES)

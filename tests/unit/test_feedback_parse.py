@@ -1,0 +1,141 @@
+"""parse_message on small hand-written messages, one format each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pegabridge.feedback.models import (
+    BounceReason,
+    BounceType,
+    FeedbackKind,
+    FeedbackReport,
+)
+from pegabridge.feedback.parse import parse_message
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "feedback"
+
+
+def parsed(name: str) -> FeedbackReport:
+    return parse_message((SAMPLES / name).read_bytes())
+
+
+def test_a_dsn_user_unknown_is_a_hard_bounce_with_its_codes() -> None:
+    report = parsed("dsn-user-unknown.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    [recipient] = report.recipients
+    assert (recipient.address, recipient.bounce_code, recipient.smtp_code) == (
+        "ada@shop.example",
+        "5.1.1",
+        "550",
+    )
+    assert (recipient.bounce_reason, recipient.bounce_type) == (
+        BounceReason.USER_UNKNOWN,
+        BounceType.HARD,
+    )
+
+
+def test_the_returned_headers_and_the_verp_address_are_exposed() -> None:
+    report = parsed("dsn-user-unknown.eml")
+
+    assert report.original.message_id == "<send-41.7@brand.example>"
+    assert dict(report.original.pegabridge)["x-pegabridge-broadcast"] == "41"
+    assert "bounce+k7Qx2@return.example" in report.return_path_addresses
+
+
+def test_a_full_mailbox_is_soft_even_with_a_permanent_code() -> None:
+    [recipient] = parsed("dsn-mailbox-full.eml").recipients
+
+    assert recipient.bounce_reason is BounceReason.MAILBOX_FULL
+    assert recipient.bounce_type is BounceType.SOFT
+
+
+def test_a_delayed_dsn_is_a_delay_not_a_bounce() -> None:
+    report = parsed("dsn-delayed.eml")
+
+    assert report.kind is FeedbackKind.DELAY
+    assert report.recipients[0].address == "linus@slow.example"
+
+
+def test_a_success_dsn_is_delivered() -> None:
+    assert parsed("dsn-delivered.eml").kind is FeedbackKind.DELIVERED
+
+
+def test_an_exim_blocklist_refusal_is_a_soft_bounce() -> None:
+    report = parsed("text-exim-policy.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    [recipient] = report.recipients
+    assert (recipient.address, recipient.bounce_code) == (
+        "barbara@strict.example",
+        "5.7.1",
+    )
+    assert recipient.bounce_type is BounceType.SOFT
+
+
+def test_an_inline_original_after_a_text_bounce_is_read() -> None:
+    report = parsed("text-exim-policy.eml")
+
+    assert report.original.message_id == "<send-42.9@brand.example>"
+
+
+def test_a_qmail_bounce_reads_the_code_after_a_hash() -> None:
+    [recipient] = parsed("text-qmail-unknown.eml").recipients
+
+    assert (recipient.address, recipient.bounce_code) == (
+        "edsger@qmail.example",
+        "5.1.1",
+    )
+    assert recipient.bounce_type is BounceType.HARD
+
+
+def test_a_redacted_arf_complaint_names_the_original_recipient() -> None:
+    report = parsed("arf-redacted.eml")
+
+    assert report.kind is FeedbackKind.COMPLAINT
+    assert [r.address for r in report.recipients] == ["margaret@inbox.example"]
+    assert report.recipients[0].feedback_type == "abuse"
+
+
+def test_a_hotmail_complaint_reads_the_original_recipient_header() -> None:
+    report = parsed("hotmail-complaint.eml")
+
+    assert report.kind is FeedbackKind.COMPLAINT
+    assert [r.address for r in report.recipients] == ["john@hotmail.example"]
+
+
+def test_an_out_of_office_reply_is_an_auto_reply() -> None:
+    report = parsed("vacation.eml")
+
+    assert report.kind is FeedbackKind.AUTO_REPLY
+    assert report.recipients == ()
+
+
+def test_an_ordinary_message_is_other() -> None:
+    raw = b"From: a@b.example\r\nTo: c@d.example\r\nSubject: hi\r\n\r\nHello there\r\n"
+
+    assert parse_message(raw).kind is FeedbackKind.OTHER
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"\x00\xff" * 50, b"Content-Type: multipart/report"]
+)
+def test_degenerate_input_is_other(raw: bytes) -> None:
+    assert parse_message(raw).kind is FeedbackKind.OTHER
+
+
+def test_an_ses_complaint_notification_is_a_complaint() -> None:
+    body = (
+        b'{"notificationType":"Complaint","complaint":{"complainedRecipients":'
+        b'[{"emailAddress":"rosa@inbox.example"}],"complaintFeedbackType":"abuse"}}'
+    )
+    raw = (
+        b"From: no-reply@sns.amazonaws.com\r\nSubject: AWS Notification\r\n\r\n" + body
+    )
+
+    report = parse_message(raw)
+
+    assert report.kind is FeedbackKind.COMPLAINT
+    assert report.recipients[0].address == "rosa@inbox.example"
