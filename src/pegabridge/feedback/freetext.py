@@ -150,7 +150,7 @@ def find_recipients(text: str, excluded: set[str]) -> list[TextRecipient]:
     positions: list[tuple[int, str]] = []
     seen: set[str] = set()
     for match in mime.address_matches(text):
-        address = match.group(0).strip(".")
+        address = mime.clean_address(match.group(0))
         key = address.lower()
         if key in seen or _is_excluded(key, excluded):
             continue

@@ -20,6 +20,8 @@ _ADDRESS = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}"
     r"|[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@\[[0-9.]+\]"
 )
+# Exchange writes "smtp=user@host" and "SMTP:user@host"; mailto: links too.
+_ADDRESS_PREFIX = re.compile(r"^(?:smtp|rfc822|mailto|x400)[=:]", re.IGNORECASE)
 _MAX_PARTS = 200
 
 
@@ -161,9 +163,15 @@ def field_blocks(text: str) -> list[list[tuple[str, str]]]:
     return blocks
 
 
+def clean_address(found: str) -> str:
+    """An address as matched in text, without quotes and an ``smtp=`` style prefix."""
+    address = _ADDRESS_PREFIX.sub("", found.strip(".'`"))
+    return address.strip(".'`")
+
+
 def addresses_in(text: str) -> list[str]:
-    """Every e-mail address in ``text``, in order, lower-cased domain kept as found."""
-    return [match.group(0).strip(".") for match in _ADDRESS.finditer(text)]
+    """Every e-mail address in ``text``, in order, as written."""
+    return [clean_address(match.group(0)) for match in _ADDRESS.finditer(text)]
 
 
 def address_matches(text: str) -> Iterator[re.Match[str]]:
@@ -174,4 +182,4 @@ def address_matches(text: str) -> Iterator[re.Match[str]]:
 def first_address(value: str) -> str:
     """The first e-mail address in a header or field value, ``""`` when none."""
     match = _ADDRESS.search(value)
-    return match.group(0).strip(".") if match else ""
+    return clean_address(match.group(0)) if match else ""
