@@ -1,18 +1,24 @@
 """Deciding ``bounce_reason`` and ``bounce_type`` from a code and the server's words.
 
-The whole decision is the table :data:`RULES`: the first rule that matches wins. The
-table is ordered in four bands:
+The whole decision is data: the table :data:`BANDS` (also flattened as :data:`RULES`)
+and the corrections :data:`COMMAND_RULES`. Within the bands the first matching rule
+wins; the bands are tried in this order:
 
 1. enhanced status codes that name one cause (``5.1.1`` is always an unknown user);
-2. the one reply code that names a cause (``551``: the user has moved);
-3. the diagnostic text, for everything the codes leave open (``5.0.0``, ``5.7.1`` and
-   ``550`` are used by servers for any kind of refusal);
-4. broad fallbacks on the code's class when the text said nothing useful.
+2. the diagnostic text, for everything the codes leave open (``5.0.0``, ``5.7.1`` and
+   ``550`` are used by servers for any kind of refusal); the most precise text (the
+   diagnostic line) is tried before the text around it;
+3. broad fallbacks on the enhanced code's class;
+4. broad fallbacks on the reply code (``551`` has moved, ``550`` unknown user, ...).
+
+Unless a band-1 code decided, the SMTP command that was refused corrects the reason: an
+"unknown user" refused after ``DATA`` is a content filter (the recipient had been
+accepted), and a refusal of ``MAIL FROM`` or ``HELO`` is about the sender.
 
 ``bounce_type`` follows from the reason alone: ``HARD`` only for reasons that say the
-address itself is bad (:data:`HARD_REASONS`), ``SOFT`` for everything else, even with a
-permanent ``5.x.x`` code. The one exception: "not accepting mail" with a temporary
-(``4.x.x``/``4xx``) code is ``SOFT``, since the receiver may accept mail again later.
+address itself is bad (:data:`HARD_REASONS`: user unknown, host unknown, has moved, not
+accepting mail), ``SOFT`` for everything else, even with a permanent ``5.x.x`` code. An
+unknown host or a host not accepting mail under a temporary ``4.x.x`` code is ``SOFT``.
 """
 
 from __future__ import annotations
