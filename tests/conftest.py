@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -98,7 +99,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[SandboxEndpoint]:
-    """The trial endpoint on a free loopback port, expecting user ``pega`` / ``s3cret``."""
+    """The trial endpoint on a loopback port; user ``pega``, password ``s3cret``."""
     endpoint = SandboxEndpoint("pega", "s3cret")
     await endpoint.start()
     try:
@@ -137,3 +138,26 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def _spec_fields(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Per metric, (field, JSON type) in the order of the spec's tables."""
+    metrics = re.findall(r"^\| `(\w+)` \|", text.split("## Fields every")[0], re.M)
+    fields: dict[str, list[tuple[str, str]]] = {m: [] for m in metrics}
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        heading, _, body = section.partition("\n")
+        if "fields" not in heading.lower():
+            continue
+        named = re.findall(r"`(\w+)`", heading) or metrics
+        rows = re.findall(r"^\| (`.+?) \| (.+?) \| .* \|$", body, re.M)
+        for names, json_type in rows:
+            for name in re.findall(r"`(\w+)`", names):
+                for metric in named:
+                    fields[metric].append((name, json_type.replace("`", "")))
+    return fields
+
+
+@pytest.fixture(scope="session")
+def spec_fields() -> dict[str, list[tuple[str, str]]]:
+    """The spec's field tables, per metric, in table order (skips without the spec)."""
+    return _spec_fields(shared_path("spec", "interaction-format.md").read_text())
