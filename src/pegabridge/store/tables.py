@@ -208,6 +208,8 @@ contents = Table(
     Column("variables", Text, nullable=False, server_default="{}"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The From header; "" uses the process's PEGABRIDGE_MAIL_FROM.
+    Column("from_address", String(400), nullable=False, server_default=""),
 )
 
 links = Table(
@@ -277,9 +279,68 @@ broadcasts = Table(
     # taken at send time so that later events describe the email as it was sent).
     Column("context", Text, nullable=False, server_default="{}"),
     Column("created_at", Float, nullable=False),
+    # The uuid of this broadcast's `broadcasts` event, made once with the row so that
+    # a resumed send records the same event again (and the recorder drops it).
+    Column("event_uuid", String(36), nullable=False, server_default=""),
     UniqueConstraint("send_id", "customer_id", name="uq_broadcasts_send_customer"),
 )
 Index("ix_broadcasts_customer", broadcasts.c.customer_id)
+
+# --- Pega trigger webhooks: one row per configured trigger, one per accepted call. ---
+
+triggers = Table(
+    "triggers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("portal_id", BigInteger, nullable=False),
+    Column("brand_id", BigInteger, nullable=False),
+    # The last part of POST /api/v1/triggers/{name}; unique over all portals.
+    Column("name", String(100), nullable=False, unique=True),
+    # SHA-256 of the trigger's secret (Basic password or bearer token).
+    Column("secret_hash", String(64), nullable=False),
+    Column("content_id", BigInteger, nullable=False),
+    # Which customer field identifies the customer: external_id, email or customer_id.
+    Column("customer_key", String(32), nullable=False),
+    # JSON: {"customer": {field: path}, "variables": {name: path}}
+    Column("mapping", Text, nullable=False, server_default="{}"),
+    Column("dedupe_path", Text, nullable=False, server_default=""),
+    Column("mailing_type", String(100), nullable=False, server_default=""),
+    Column("test_mailing", Boolean, nullable=False, server_default=text("false")),
+    Column("create_customers", Boolean, nullable=False, server_default=text("true")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+trigger_calls = Table(
+    "trigger_calls",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("trigger_id", BigInteger, nullable=False),
+    # The value at the trigger's dedupe path; "" when the trigger has none.
+    Column("dedupe_key", String(400), nullable=False, server_default=""),
+    Column("send_id", BigInteger, nullable=False, server_default="0"),
+    Column("broadcast_id", BigInteger, nullable=False, server_default="0"),
+    # accepted (send under way), sent, failed
+    Column("state", String(16), nullable=False),
+    Column("error", Text, nullable=False, server_default=""),
+    Column("received_at", Float, nullable=False),
+)
+Index(
+    "uq_trigger_calls_dedupe",
+    trigger_calls.c.trigger_id,
+    trigger_calls.c.dedupe_key,
+    unique=True,
+    sqlite_where=text("dedupe_key != ''"),
+    postgresql_where=text("dedupe_key != ''"),
+)
+Index(
+    "ix_customers_external_id",
+    customers.c.portal_id,
+    customers.c.brand_id,
+    customers.c.external_id,
+)
+Index("ix_broadcasts_send_state", broadcasts.c.send_id, broadcasts.c.state)
 
 # --- Tracking hits and incoming feedback mail. ---
 
