@@ -40,12 +40,36 @@ class Settings(BaseSettings):
     pause_after_400s: int = 3
     allow_private_endpoints: bool = True
 
+    # Database (PostgreSQL): pool, timeouts, and waking workers on new events.
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_max_overflow: int = Field(default=10, ge=0, le=500)
+    db_pool_timeout_s: float = 10.0
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    db_listen: bool = True
+
+    # Housekeeping: delivered events and their attempt logs are kept this long.
+    retention_s: float = Field(default=14 * 24 * 3600.0, gt=0)
+    purge_interval_s: float = 300.0
+    purge_batch: int = Field(default=1000, ge=1, le=100_000)
+
     # Ingest.
     max_body_bytes: int = 10 * 1024 * 1024
     max_items_per_request: int = 10_000
 
     # Web.
     public_base_url: str = "http://127.0.0.1:8000"
+
+    # Web sign-in: sessions, lock-out after wrong passwords, the first-start link.
+    session_max_age_s: float = Field(default=12 * 3600.0, gt=0)
+    signin_max_failures: int = Field(default=5, ge=1)
+    signin_lockout_s: float = Field(default=15 * 60.0, ge=0)
+    setup_link_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+
+    # Endpoints: names resolving to private, link-local or cloud-metadata addresses
+    # are refused unless inside one of these comma-separated ranges (CIDR).
+    endpoint_allowed_ranges: str = ""
+    endpoint_allow_loopback: bool = True
 
     def resolved_database_url(self) -> str:
         """The database URL; by default the embedded SQLite file in ``var_dir``."""

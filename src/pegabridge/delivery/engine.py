@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from pegabridge.config import Settings
 from pegabridge.delivery import outbox
 from pegabridge.delivery.client import EndpointClient, EndpointConfig
+from pegabridge.delivery.housekeeping import Housekeeper
+from pegabridge.delivery.notify import OutboxListener, asyncpg_dsn
 from pegabridge.delivery.outbox import Leased, Outcome
 from pegabridge.delivery.retry import RetryPolicy, parse_retry_after
 from pegabridge.delivery.verdict import AttemptResult, Verdict, judge
@@ -126,6 +128,8 @@ class DeliveryEngine:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self.listener: OutboxListener | None = None
+        self.housekeeper: Housekeeper | None = None
         self.delivered = 0
         self.failed_attempts = 0
 
@@ -144,6 +148,7 @@ class DeliveryEngine:
             asyncio.create_task(self._poll_loop(), name="delivery-poller"),
             asyncio.create_task(self._flush_loop(), name="delivery-results"),
         ]
+        await self._start_companions()
         log.info(
             "delivery started", extra={"event": "delivery.started", "node": self.node}
         )
@@ -151,6 +156,7 @@ class DeliveryEngine:
     async def stop(self) -> None:
         """Stop the workers, write every outcome already known, release the rest."""
         self._running = False
+        await self._stop_companions()
         for lane in list(self._lanes.values()):
             await self._close_lane(lane)
         for task in self._tasks:
@@ -163,6 +169,23 @@ class DeliveryEngine:
         log.info(
             "delivery stopped", extra={"event": "delivery.stopped", "node": self.node}
         )
+
+    async def _start_companions(self) -> None:
+        # On PostgreSQL other nodes record events too: listen for their notifications.
+        dsn = asyncpg_dsn(self._settings.resolved_database_url())
+        if dsn is not None and self._settings.db_listen:
+            self.listener = OutboxListener(
+                dsn, self.wake, self._settings.db_connect_timeout_s
+            )
+            await self.listener.start()
+        self.housekeeper = Housekeeper(self._committer, self._settings)
+        await self.housekeeper.start()
+
+    async def _stop_companions(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+        if self.housekeeper is not None:
+            await self.housekeeper.stop()
 
     def wake(self) -> None:
         """Ask the poller to look at the outbox now (after a resume or a replay)."""
@@ -301,18 +324,22 @@ class DeliveryEngine:
     # --- The poller. ---
 
     async def _poll_loop(self) -> None:
+        failures = 0
         while self._running:
             try:
                 await self._sync_lanes()
                 await self._claim_for_lanes()
+                failures = 0
             except Exception:
+                failures += 1
                 log.exception(
-                    "delivery poll failed", extra={"event": "delivery.poll_failed"}
+                    "delivery poll failed",
+                    extra={"event": "delivery.poll_failed", "failures": failures},
                 )
+            # While the database is unreachable, ask it less and less often.
+            wait_s = min(self._settings.poll_interval_s * 2**failures, 5.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._wake.wait(), self._settings.poll_interval_s
-                )
+                await asyncio.wait_for(self._wake.wait(), wait_s)
             self._wake.clear()
 
     async def _claim_for_lanes(self) -> None:

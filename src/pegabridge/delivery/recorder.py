@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.delivery import outbox
 from pegabridge.delivery.engine import DeliveryEngine
+from pegabridge.delivery.notify import notify_recorded
 from pegabridge.delivery.outbox import Leased, NewEvent, State
 from pegabridge.events.metrics import Activity, Metric, activity_of, parse_activities
 from pegabridge.events.models import BaseEvent
@@ -121,6 +122,9 @@ class Recorder:
 
         lease = self._reserve(new_events, reserved)
         await outbox.insert(conn, new_events, now, lease)
+        if lease is None and any(e.state is State.PENDING for e in new_events):
+            # No worker here took them: wake the other nodes' workers on commit.
+            await notify_recorded(conn)
         return result, new_events
 
     def _reserve(

@@ -26,7 +26,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url, settings)
 
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return _server_engine(url, settings)
+
+
+def _server_engine(url: str, settings: Settings) -> AsyncEngine:
+    """A pooled engine for PostgreSQL with the configured sizes and time limits.
+
+    Connections are checked before use (``pool_pre_ping``), so that after a database
+    restart a stale connection is replaced instead of failing the caller; a statement
+    that runs past the timeout is cancelled by the server.
+    """
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+asyncpg"):
+        timeout_ms = int(settings.db_statement_timeout_s * 1000)
+        connect_args = {
+            "timeout": settings.db_connect_timeout_s,
+            "server_settings": {"statement_timeout": str(timeout_ms)},
+        }
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
 
 
 def _sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
