@@ -118,7 +118,7 @@ def accept_activity(raw: Any, portal_id: int | None) -> Accepted:
     data = dict(raw)
     _check_required(data)
     model = EVENT_MODELS[data["metric"]]
-    if portal_id is not None and data["portal_id"] != portal_id:
+    if _is_other_portal(data["portal_id"], portal_id):
         raise ActivityRefused(
             [FieldError("portal_id", f"this API key belongs to portal {portal_id}")]
         )
@@ -132,6 +132,13 @@ def accept_activity(raw: Any, portal_id: int | None) -> Accepted:
     return Accepted(event=event, has_metric_id="metric_id" in raw)
 
 
+def _is_other_portal(given: Any, portal_id: int | None) -> bool:
+    # A portal_id of the wrong type is left to the model, which names the type.
+    if portal_id is None or not isinstance(given, int) or isinstance(given, bool):
+        return False
+    return given != portal_id
+
+
 def _check_required(data: dict[str, Any]) -> None:
     errors = [
         FieldError(name, "this field is required")
@@ -139,7 +146,7 @@ def _check_required(data: dict[str, Any]) -> None:
         if name not in data
     ]
     metric = data.get("metric")
-    if "metric" in data and metric not in EVENT_MODELS:
+    if "metric" in data and (not isinstance(metric, str) or metric not in EVENT_MODELS):
         known = ", ".join(EVENT_MODELS)
         errors.append(
             FieldError("metric", f"unknown metric {metric!r}; one of {known}")
