@@ -34,6 +34,7 @@ from pegabridge.delivery.retry import RetryPolicy, parse_retry_after
 from pegabridge.delivery.verdict import AttemptResult, Verdict, judge
 from pegabridge.installs import service as installs
 from pegabridge.installs.vault import Vault, VaultError
+from pegabridge.metrics import observe_attempt, observe_outcome
 from pegabridge.store.tables import installations
 from pegabridge.store.writer import GroupCommitter
 
@@ -137,6 +138,15 @@ class DeliveryEngine:
     def lease_s(self) -> float:
         """How long a lease taken by this process lasts."""
         return self._settings.lease_s
+
+    @property
+    def running(self) -> bool:
+        """Whether the poller and the result writer are alive (``/readyz`` asks)."""
+        return (
+            self._running
+            and bool(self._tasks)
+            and all(not task.done() for task in self._tasks)
+        )
 
     # --- Life cycle. ---
 
@@ -388,6 +398,13 @@ class DeliveryEngine:
     async def _settle(self, lane: Lane, event: Leased, result: AttemptResult) -> None:
         verdict = judge(result)
         now = time.time()
+        observe_attempt(
+            lane.installation_id,
+            result.status_code,
+            result.duration_ms,
+            event.retry_window_start,
+            now,
+        )
 
         if verdict is Verdict.DELIVERED:
             self.delivered += 1
@@ -539,6 +556,7 @@ class DeliveryEngine:
     # --- Results are written in batches. ---
 
     def _queue_outcome(self, outcome: Outcome) -> None:
+        observe_outcome(outcome.installation_id, outcome.kind)
         self._outcomes.append(outcome)
         self._outcomes_ready.set()
 

@@ -24,6 +24,7 @@ from pegabridge.delivery.notify import notify_recorded
 from pegabridge.delivery.outbox import Leased, NewEvent, State
 from pegabridge.events.metrics import Activity, Metric, activity_of, parse_activities
 from pegabridge.events.models import BaseEvent
+from pegabridge.metrics import observe_recorded
 from pegabridge.store.tables import installations, sequences
 from pegabridge.store.writer import GroupCommitter
 
@@ -88,6 +89,7 @@ class Recorder:
             raise
 
         self._hand_over(written, reserved)
+        observe_recorded([a.event for a in activities], result.states)
         return result
 
     async def _write(
