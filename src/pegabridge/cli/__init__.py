@@ -7,7 +7,7 @@ import importlib.util
 
 import typer
 
-from pegabridge.cli import admin, service
+from pegabridge.cli import admin, service, worker
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,6 +24,8 @@ app.command("resume")(admin.resume)
 app.command("uninstall")(admin.uninstall)
 app.command("status")(admin.status)
 app.command("serve")(service.serve)
+app.command("worker")(worker.worker)
+app.command("purge")(worker.purge)
 app.command("migrate")(service.migrate)
 app.command("schema")(service.schema)
 app.command("ingest")(service.ingest)
