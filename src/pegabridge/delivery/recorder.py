@@ -9,6 +9,7 @@ return, and only then are the fresh events handed to this process's workers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -49,6 +50,32 @@ class RecordResult:
     def count(self) -> dict[str, int]:
         return dict(Counter(self.states))
 
+    def part(self, offset: int, size: int) -> RecordResult:
+        """The result of ``size`` events from ``offset`` on."""
+        uuids = self.uuids[offset : offset + size]
+        return RecordResult(
+            uuids=uuids,
+            states=self.states[offset : offset + size],
+            payloads={u: self.payloads[u] for u in uuids if u in self.payloads},
+        )
+
+
+@dataclass
+class _Request:
+    activities: list[Submitted]
+    done: asyncio.Future[RecordResult]
+
+
+def _settle(
+    done: asyncio.Future[RecordResult], outcome: RecordResult | Exception
+) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)
+
 
 @dataclass(frozen=True)
 class _Route:
@@ -65,13 +92,57 @@ class Recorder:
     ) -> None:
         self._committer = committer
         self._engine = engine
+        self._waiting: list[_Request] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     async def record(self, items: Sequence[Submitted | BaseEvent]) -> RecordResult:
-        """Record ``items``; returns after the transaction that holds them committed."""
+        """Record ``items``; returns after the transaction that holds them committed.
+
+        Requests that arrive while a transaction is being written are recorded together
+        in the next one, with one statement of each kind for all of them: under load
+        the cost per event falls instead of the queue growing.
+        """
         activities = [
             i if isinstance(i, Submitted) else Submitted(i, has_metric_id=False)
             for i in items
         ]
+        if not activities:
+            return RecordResult()
+
+        done: asyncio.Future[RecordResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Request(activities, done))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain(), name="recorder")
+        return await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                await self._record_group(group)
+        finally:
+            self._drainer = None
+
+    async def _record_group(self, group: list[_Request]) -> None:
+        try:
+            result = await self._commit([a for r in group for a in r.activities])
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0].done, exc)
+                return
+            # Something in the shared transaction failed: record each request on its
+            # own so that only the faulty one gets the error.
+            for request in group:
+                await self._record_group([request])
+            return
+
+        offset = 0
+        for request in group:
+            size = len(request.activities)
+            _settle(request.done, result.part(offset, size))
+            offset += size
+
+    async def _commit(self, activities: list[Submitted]) -> RecordResult:
         reserved: dict[int, int] = {}
 
         async def operation(

@@ -1,0 +1,216 @@
+"""The relay end to end: activities in through the API, out to a receiver on loopback.
+
+Three figures (issue 2): events per second end to end, latency from ingest to delivery
+(p50, p99) at a fixed 1,000 events/s, and the peak memory of the service with a large
+backlog waiting in the outbox next to its memory with an empty one.
+
+The service runs as ``pegabridge serve`` in a child process on SQLite with
+``synchronous=FULL``; the receiver and the load generator share this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.common import bench_env, cli, free_port, peak_rss_mib, percentile, serving
+from pegabridge.sandbox import Received, SandboxEndpoint
+
+
+def _activity(event_uuid: str) -> dict[str, Any]:
+    return {
+        "uuid": event_uuid,
+        "metric": "opens",
+        "metric_timestamp": int(time.time()),
+        "portal_id": 1746,
+        "portal_name": "mokup",
+        "brand_id": 1,
+        "brand_name": "Mok-Up",
+        "customer_id": 13,
+        "email_address": "person@example.com",
+        "broadcast_id": 719,
+        "broadcast_type": "MAIL",
+        "broadcast_event_type": "SINGLEMAIL",
+        "broadcast_manual_options": {"InteractionId": "-563481321460449721"},
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/81.0",
+        "os": "Windows",
+        "browser": "Chrome",
+    }
+
+
+class Arrivals:
+    """When each uuid reached the receiver."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self.failing = False
+
+    def __call__(self, received: Received) -> tuple[int, str] | None:
+        if self.failing:
+            return 503, "{}"
+        marker = received.body.find(b'"uuid":"')
+        event_uuid = received.body[marker + 8 : marker + 44].decode()
+        self.at.setdefault(event_uuid, time.perf_counter())
+        return 200, "{}"
+
+
+async def _setup(var_dir: Path, sandbox: SandboxEndpoint) -> tuple[dict[str, str], str]:
+    env = bench_env(var_dir)
+    cli(env, "portal", "create", "--id", "1746", "--name", "mokup")
+    cli(env, "brand", "create", "--portal", "1746", "--id", "1", "--name", "Mok-Up")
+    key = cli(env, "apikey", "create", "--portal", "1746")
+    cli(
+        env, "install", "--portal", "1746", "--brand", "1", "--endpoint", sandbox.url,
+        "--username", "pega", "--password-stdin", "--activities", "opens",
+        stdin="s3cret\n",
+    )
+    return env, key
+
+
+async def _throughput(
+    session: aiohttp.ClientSession, url: str, key: str, arrivals: Arrivals, count: int
+) -> dict[str, float]:
+    uuids = [str(uuid.uuid4()) for _ in range(count)]
+    batches = [uuids[i : i + 100] for i in range(0, count, 100)]
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    started = time.perf_counter()
+
+    async def sender(mine: list[list[str]]) -> None:
+        for batch in mine:
+            body = json.dumps([_activity(u) for u in batch])
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 202, await response.text()
+
+    await asyncio.gather(*(sender(batches[n::8]) for n in range(8)))
+    ingested = time.perf_counter()
+    while not all(u in arrivals.at for u in uuids[-50:]) or len(arrivals.at) < count:
+        await asyncio.sleep(0.01)
+        if time.perf_counter() - started > 600:
+            raise RuntimeError("events did not all arrive within 10 minutes")
+    finished = max(arrivals.at[u] for u in uuids)
+    return {
+        "events": count,
+        "ingest_events_per_s": round(count / (ingested - started)),
+        "end_to_end_events_per_s": round(count / (finished - started)),
+    }
+
+
+async def _latency(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    arrivals: Arrivals,
+    rate: int,
+    seconds: float,
+) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    sent: dict[str, float] = {}
+    tasks = []
+
+    async def one(event_uuid: str) -> None:
+        sent[event_uuid] = time.perf_counter()
+        async with session.post(
+            url, data=json.dumps(_activity(event_uuid)), headers=headers
+        ) as response:
+            assert response.status == 202
+
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for n in range(total):
+        due = start + n / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(str(uuid.uuid4()))))
+    await asyncio.gather(*tasks)
+    achieved = total / (time.perf_counter() - start)
+    deadline = time.perf_counter() + 60
+    while any(u not in arrivals.at for u in sent) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.01)
+    latencies = [(arrivals.at[u] - t) * 1000 for u, t in sent.items() if u in arrivals.at]
+    return {
+        "offered_rate_per_s": rate,
+        "achieved_rate_per_s": round(achieved),
+        "latency_p50_ms": round(percentile(latencies, 0.50), 2),
+        "latency_p99_ms": round(percentile(latencies, 0.99), 2),
+        "lost": len(sent) - len(latencies),
+    }
+
+
+def _fill_backlog(database: Path, count: int) -> None:
+    payload = json.dumps(_activity("00000000-0000-4000-8000-000000000000"))
+    now = time.time()
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA synchronous=OFF")
+        rows = (
+            (str(uuid.uuid4()), 1746, 1, 1, "opens", n, 13, payload, "pending", now, now)
+            for n in range(count)
+        )
+        conn.executemany(
+            "INSERT INTO outbox (uuid, portal_id, brand_id, installation_id, metric,"
+            " metric_id, customer_id, payload, state, created_at, next_attempt_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+
+async def run(
+    count: int = 20_000, rate: int = 1000, seconds: float = 10.0, backlog: int = 1_000_000
+) -> dict[str, Any]:
+    """Run the three measurements; returns their figures."""
+    arrivals = Arrivals()
+    sandbox = SandboxEndpoint("pega", "s3cret", responder=arrivals)
+    await sandbox.start()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        var_dir = Path(folder) / "var"
+        env, key = await _setup(var_dir, sandbox)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/api/v1/activities"
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with serving(env, port) as service:
+                results["throughput"] = await _throughput(
+                    session, url, key, arrivals, count
+                )
+                sandbox.received.clear()
+                results["latency"] = await _latency(
+                    session, url, key, arrivals, rate, seconds
+                )
+                results["memory"] = {"peak_rss_mib_after_runs": peak_rss_mib(service.pid)}
+
+            if backlog:
+                arrivals.failing = True
+                _fill_backlog(var_dir / "pegabridge.db", backlog)
+                with serving(env, port) as service:
+                    await asyncio.sleep(15)
+                    results["memory"].update(
+                        backlog_events=backlog,
+                        peak_rss_mib_with_backlog=peak_rss_mib(service.pid),
+                    )
+    await sandbox.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backlog", type=int, default=1_000_000)
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.count, args.rate, args.seconds, args.backlog))
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
