@@ -95,6 +95,8 @@ class Lane:
     bad_requests: int = 0
     paused: bool = False
     reserved: int = 0
+    # The last claim filled its batch: more events are probably due.
+    more_due: bool = False
 
     @property
     def held(self) -> int:
@@ -367,6 +369,7 @@ class DeliveryEngine:
             if room <= 0:
                 continue
             leased = await self._claim(lane.installation_id, now, room)
+            lane.more_due = len(leased) >= room
             if leased and lane.circuit.is_open:
                 lane.circuit.probe_in_flight = True
             for event in leased:
@@ -385,6 +388,7 @@ class DeliveryEngine:
     async def _work(self, lane: Lane) -> None:
         while True:
             event = await lane.queue.get()
+            self._claim_more_if_low(lane)
             if lane.paused or (
                 lane.circuit.is_open and not lane.circuit.probe_in_flight
             ):
@@ -394,6 +398,13 @@ class DeliveryEngine:
                 continue
             result = await lane.client.post(event.payload)
             await self._settle(lane, event, result)
+
+    def _claim_more_if_low(self, lane: Lane) -> None:
+        # A backlog drains at the speed of the endpoint, not of the poll interval:
+        # claim the next batch once half of the last one is sent.
+        if lane.more_due and lane.queue.qsize() <= self._settings.claim_batch // 2:
+            lane.more_due = False
+            self.wake()
 
     async def _settle(self, lane: Lane, event: Leased, result: AttemptResult) -> None:
         verdict = judge(result)
