@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from pegabridge.config import Settings, get_settings
-from pegabridge.web import api
+from pegabridge.logs import RequestIdMiddleware
+from pegabridge.web import api, ops_routes
 from pegabridge.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.include_router(ops_routes.router)
+    app.add_middleware(RequestIdMiddleware)
     _add_error_handlers(app)
     _add_health(app)
     return app
@@ -68,7 +71,9 @@ def _add_health(app: FastAPI) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="The database answers")
+    @app.get(
+        "/readyz", tags=["health"], summary="The database answers, the workers run"
+    )
     async def readyz(request: Request) -> JSONResponse:
         runtime: Runtime = request.app.state.runtime
         try:
@@ -80,4 +85,9 @@ def _add_health(app: FastAPI) -> None:
                 extra={"event": "service.not_ready", "error": str(exc)[:200]},
             )
             return JSONResponse(status_code=503, content={"status": "database down"})
-        return JSONResponse(content={"status": "ready"})
+        workers_ok, workers = ops_routes.readiness(runtime)
+        if not workers_ok:
+            return JSONResponse(
+                status_code=503, content={"status": "not ready", "workers": workers}
+            )
+        return JSONResponse(content={"status": "ready", "workers": workers})
