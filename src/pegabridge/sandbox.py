@@ -11,15 +11,17 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from aiohttp import web
 
-# Decides the answer to one request: (status, body); None means "accept".
-Responder = Callable[["Received"], tuple[int, str] | None]
+# The answer to one request: (status, body), or (status, body, extra headers).
+Answer = tuple[int, str] | tuple[int, str, Mapping[str, str]]
+# Decides the answer to one request; None means "accept".
+Responder = Callable[["Received"], Answer | None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Received:
     authorization: str
     content_type: str
     authorized: bool
+    # The status code it was answered with (0 while the answer is being decided).
+    status: int = 0
 
     def json(self) -> dict[str, object]:
         document: dict[str, object] = json.loads(self.body)
@@ -59,7 +63,7 @@ class SandboxEndpoint:
 
     def accepted(self) -> list[Received]:
         """The requests that were answered 2xx."""
-        return [r for r in self.received if r.authorized and self._answer(r)[0] < 300]
+        return [r for r in self.received if 200 <= r.status < 300]
 
     async def start(self) -> None:
         """Listen; with ``port`` 0 a free port is chosen and written back."""
@@ -104,7 +108,7 @@ class SandboxEndpoint:
             return False
         return decoded == f"{self.username}:{self.password}"
 
-    def _answer(self, request: Received) -> tuple[int, str]:
+    def _answer(self, request: Received) -> Answer:
         if not request.authorized:
             return 401, '{"error":"wrong username or password"}'
         if self.responder is not None:
@@ -126,13 +130,20 @@ class SandboxEndpoint:
             content_type=request.headers.get("Content-Type", ""),
             authorized=self._check_auth(header),
         )
+        # Decided once and kept: a scripted responder may answer differently each time.
+        status, text, *headers = self._answer(received)
+        received = replace(received, status=status)
         self.received.append(received)
-        status, text = self._answer(received)
         self._report(received, status)
         if self._arrived is not None:
             async with self._arrived:
                 self._arrived.notify_all()
-        return web.Response(status=status, text=text, content_type="application/json")
+        return web.Response(
+            status=status,
+            text=text,
+            content_type="application/json",
+            headers=dict(headers[0]) if headers else None,
+        )
 
     async def _handle_get(self, _request: web.Request) -> web.Response:
         return web.Response(
