@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -161,3 +162,61 @@ def _spec_fields(text: str) -> dict[str, list[tuple[str, str]]]:
 def spec_fields() -> dict[str, list[tuple[str, str]]]:
     """The spec's field tables, per metric, in table order (skips without the spec)."""
     return _spec_fields(shared_path("spec", "interaction-format.md").read_text())
+
+
+@dataclass
+class PegaApp:
+    """Portal 1746 with brands 1 and 2 on the served app; installs the app on demand."""
+
+    served: Served
+    sandbox: SandboxEndpoint
+    api_key: str = ""
+
+    @property
+    def runtime(self) -> Any:
+        return self.served.app.state.runtime  # type: ignore[attr-defined]
+
+    async def install(
+        self, password: str = "s3cret", activities: str = "", brand_id: int = 1
+    ) -> int:
+        """Install the app for the brand towards the sandbox; waits for its lane."""
+        from pegabridge.events.metrics import parse_activities
+        from pegabridge.installs import service
+
+        values = service.InstallSettings(
+            endpoint_url=self.sandbox.url,
+            username="pega",
+            password=password,
+            activities=parse_activities(
+                activities
+                or "broadcasts,opens,clicks,bounces,complaints,unsubscribes,conversions"
+            ),
+        )
+        installation = await self.runtime.committer.run(
+            lambda conn: service.save_installation(
+                conn, self.runtime.vault, 1746, brand_id, values, activate=True
+            )
+        )
+        self.runtime.delivery.wake()
+        for _ in range(500):
+            if installation.id in self.runtime.delivery.lane_stats():
+                break
+            await asyncio.sleep(0.01)
+        return int(installation.id)
+
+
+@pytest.fixture
+async def pega_app(served: Served, sandbox: SandboxEndpoint) -> PegaApp:
+    """The served app with portal 1746, brands 1 and 2 and an API key of the portal."""
+    from pegabridge.installs import service
+
+    app = PegaApp(served, sandbox)
+
+    async def setup(conn: Any) -> str:
+        await service.create_portal(conn, 1746, "mokup")
+        await service.create_brand(conn, 1746, 1, "Mok-Up")
+        await service.create_brand(conn, 1746, 2, "Other brand")
+        return await service.create_api_key(conn, 1746)
+
+    app.api_key = await app.runtime.committer.run(setup)
+    return app

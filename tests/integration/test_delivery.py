@@ -1,0 +1,219 @@
+"""Delivery to the sandbox: at once, through outages, pauses and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from pegabridge.delivery import outbox
+from pegabridge.installs import service
+from pegabridge.sandbox import Answer, Received
+from pegabridge.store.tables import delivery_attempts
+from pegabridge.store.tables import outbox as outbox_table
+
+
+def activity(metric: str = "opens", **fields: Any) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "metric_timestamp": 1589801661,
+        "portal_id": 1746,
+        "brand_id": 1,
+        **fields,
+    }
+
+
+async def ingest(app: Any, count: int) -> list[str]:
+    """Hand in ``count`` activities; their uuids."""
+    async with httpx.AsyncClient(base_url=app.served.base_url) as client:
+        answer = await client.post(
+            "/api/v1/activities",
+            json=[activity() for _ in range(count)],
+            headers={"Authorization": f"Bearer {app.api_key}"},
+        )
+    assert answer.status_code == 202, answer.text
+    return [item["uuid"] for item in answer.json()["items"]]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 10
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def installation(app: Any, installation_id: int) -> service.Installation:
+    async with app.runtime.db.connect() as conn:
+        return await service.get_installation(conn, installation_id)
+
+
+async def count_in_state(app: Any, state: str) -> int:
+    async with app.runtime.db.connect() as conn:
+        found = await conn.scalar(
+            select(func.count()).where(outbox_table.c.state == state)
+        )
+    return int(found or 0)
+
+
+def uuids_of(received: list[Received]) -> list[str]:
+    return [str(json.loads(r.body)["uuid"]) for r in received]
+
+
+class Script:
+    """Answers the first ``count`` requests with ``answer``, then accepts."""
+
+    def __init__(self, count: float, answer: Answer) -> None:
+        self.count = count
+        self.answer = answer
+        self.seen = 0
+
+    def __call__(self, _request: Received) -> Answer | None:
+        self.seen += 1
+        return self.answer if self.seen <= self.count else None
+
+
+async def test_a_fresh_event_is_sent_at_once_without_waiting_for_the_poller(
+    pega_app: Any,
+) -> None:
+    await pega_app.install()
+    pega_app.runtime.settings.poll_interval_s = 60.0
+    await asyncio.sleep(0.2)  # the poller is now in its long wait
+
+    started = time.monotonic()
+    [uuid] = await ingest(pega_app, 1)
+    received = await pega_app.sandbox.wait_for(1, timeout_s=5)
+
+    assert uuids_of(received) == [uuid]
+    assert time.monotonic() - started < 2
+
+
+async def test_after_an_outage_every_event_arrives_with_its_own_uuid(
+    pega_app: Any,
+) -> None:
+    pega_app.sandbox.responder = Script(60, (503, "down for maintenance"))
+    await pega_app.install()
+
+    uuids = await ingest(pega_app, 20)
+    delivered = await pega_app.sandbox.wait_for(20, timeout_s=30)
+
+    assert sorted(uuids_of(delivered)) == sorted(uuids)
+    assert set(uuids_of(pega_app.sandbox.received)) == set(uuids)
+    assert len(pega_app.sandbox.received) > 20
+
+
+async def test_a_429_is_retried_no_sooner_than_its_retry_after(pega_app: Any) -> None:
+    engine = pega_app.runtime.delivery
+    engine.policy = dataclasses.replace(engine.policy, max_delay_s=10.0)
+    pega_app.sandbox.responder = Script(1, (429, "slow down", {"Retry-After": "1"}))
+    await pega_app.install()
+
+    [uuid] = await ingest(pega_app, 1)
+    await pega_app.sandbox.wait_for(1, timeout_s=10)
+
+    first, second = pega_app.sandbox.received
+    assert second.at - first.at >= 0.95
+    assert uuids_of([first, second]) == [uuid, uuid]
+
+
+async def test_refused_credentials_pause_until_the_right_password_is_saved(
+    pega_app: Any,
+) -> None:
+    installation_id = await pega_app.install(password="wrong")
+    uuids = await ingest(pega_app, 5)
+
+    async def paused() -> bool:
+        state = (await installation(pega_app, installation_id)).state
+        return state.value == "paused"
+
+    await eventually(paused)
+    reason = (await installation(pega_app, installation_id)).pause_reason
+    await asyncio.sleep(0.3)
+    assert "401" in reason and "password" in reason
+    assert await count_in_state(pega_app, "pending") == 5
+
+    await pega_app.install(password="s3cret")
+    delivered = await pega_app.sandbox.wait_for(5, timeout_s=10)
+    assert sorted(uuids_of(delivered)) == sorted(uuids)
+
+
+async def test_a_run_of_400s_pauses_the_installation(pega_app: Any) -> None:
+    pega_app.sandbox.responder = Script(float("inf"), (400, "bad request"))
+    installation_id = await pega_app.install()
+
+    await ingest(pega_app, 5)
+
+    async def paused() -> bool:
+        state = (await installation(pega_app, installation_id)).state
+        return state.value == "paused"
+
+    await eventually(paused)
+    assert "400" in (await installation(pega_app, installation_id)).pause_reason
+
+
+async def test_a_single_400_is_retried_and_the_event_still_arrives(
+    pega_app: Any,
+) -> None:
+    pega_app.sandbox.responder = Script(1, (400, "bad request"))
+    installation_id = await pega_app.install()
+
+    [uuid] = await ingest(pega_app, 1)
+    delivered = await pega_app.sandbox.wait_for(1)
+
+    assert uuids_of(delivered) == [uuid]
+    assert (await installation(pega_app, installation_id)).state.value == "active"
+
+
+async def test_an_event_past_its_retry_window_is_a_dead_letter_until_replayed(
+    pega_app: Any,
+) -> None:
+    engine = pega_app.runtime.delivery
+    engine.policy = dataclasses.replace(engine.policy, max_age_s=0.5)
+    pega_app.sandbox.responder = Script(float("inf"), (503, "down"))
+    await pega_app.install()
+
+    [uuid] = await ingest(pega_app, 1)
+
+    async def dead() -> bool:
+        return await count_in_state(pega_app, "dead") == 1
+
+    await eventually(dead)
+    pega_app.sandbox.responder = None
+    replayed = await pega_app.runtime.committer.run(
+        lambda conn: outbox.replay_dead(conn, time.time())
+    )
+    engine.wake()
+    delivered = await pega_app.sandbox.wait_for(1)
+
+    assert replayed == 1
+    assert uuids_of(delivered) == [uuid]
+    assert set(uuids_of(pega_app.sandbox.received)) == {uuid}
+
+
+async def test_every_attempt_is_logged_with_its_outcome(pega_app: Any) -> None:
+    pega_app.sandbox.responder = Script(2, (503, "down"))
+    await pega_app.install()
+
+    await ingest(pega_app, 1)
+    await pega_app.sandbox.wait_for(1)
+
+    async def logged() -> list[str]:
+        async with pega_app.runtime.db.connect() as conn:
+            rows = await conn.execute(
+                select(delivery_attempts.c.outcome).order_by(delivery_attempts.c.id)
+            )
+            return [r.outcome for r in rows]
+
+    async def three_logged() -> bool:
+        return len(await logged()) == 3
+
+    await eventually(three_logged)
+    assert await logged() == ["retry", "retry", "delivered"]
