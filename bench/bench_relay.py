@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import sqlite3
+import subprocess
 import tempfile
 import time
 import uuid
@@ -22,8 +23,17 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import bench_env, cli, free_port, peak_rss_mib, percentile, serving
-from pegabridge.sandbox import Received, SandboxEndpoint
+from bench.common import (
+    REPO,
+    bench_env,
+    cli,
+    free_port,
+    peak_rss_mib,
+    percentile,
+    python,
+    serving,
+    wait_http,
+)
 
 
 def _activity(event_uuid: str) -> dict[str, Any]:
@@ -47,42 +57,81 @@ def _activity(event_uuid: str) -> dict[str, Any]:
     }
 
 
-class Arrivals:
-    """When each uuid reached the receiver."""
+class Receiver:
+    """The benchmark's receiver (``bench/receiver.py``) in a child process."""
 
     def __init__(self) -> None:
-        self.at: dict[str, float] = {}
-        self.failing = False
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/events"
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def __call__(self, received: Received) -> tuple[int, str] | None:
-        if self.failing:
-            return 503, "{}"
-        marker = received.body.find(b'"uuid":"')
-        event_uuid = received.body[marker + 8 : marker + 44].decode()
-        self.at.setdefault(event_uuid, time.perf_counter())
-        return 200, "{}"
+    def __enter__(self) -> Receiver:
+        self._process = subprocess.Popen(
+            [python(), "-m", "bench.receiver", "--port", str(self.port)],
+            cwd=REPO,
+        )
+        wait_http(self.port)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+    async def arrivals(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        base = f"http://127.0.0.1:{self.port}"
+        async with session.get(f"{base}/arrivals") as response:
+            document: dict[str, float] = await response.json()
+        return document
+
+    async def control(self, session: aiohttp.ClientSession, **query: str) -> None:
+        base = f"http://127.0.0.1:{self.port}"
+        async with session.post(f"{base}/control", params=query) as response:
+            response.raise_for_status()
 
 
-async def _setup(var_dir: Path, sandbox: SandboxEndpoint) -> tuple[dict[str, str], str]:
+async def _setup(var_dir: Path, receiver_url: str) -> tuple[dict[str, str], str]:
     env = bench_env(var_dir)
     cli(env, "portal", "create", "--id", "1746", "--name", "mokup")
     cli(env, "brand", "create", "--portal", "1746", "--id", "1", "--name", "Mok-Up")
     key = cli(env, "apikey", "create", "--portal", "1746")
     cli(
-        env, "install", "--portal", "1746", "--brand", "1", "--endpoint", sandbox.url,
-        "--username", "pega", "--password-stdin", "--activities", "opens",
+        env,
+        "install",
+        "--portal",
+        "1746",
+        "--brand",
+        "1",
+        "--endpoint",
+        receiver_url,
+        "--username",
+        "pega",
+        "--password-stdin",
+        "--activities",
+        "opens",
         stdin="s3cret\n",
     )
     return env, key
 
 
+async def _wait_arrivals(
+    session: aiohttp.ClientSession, receiver: Receiver, uuids: list[str], limit_s: float
+) -> dict[str, float]:
+    deadline = time.monotonic() + limit_s
+    while True:
+        arrivals = await receiver.arrivals(session)
+        if all(u in arrivals for u in uuids) or time.monotonic() > deadline:
+            return arrivals
+        await asyncio.sleep(0.25)
+
+
 async def _throughput(
-    session: aiohttp.ClientSession, url: str, key: str, arrivals: Arrivals, count: int
+    session: aiohttp.ClientSession, url: str, key: str, receiver: Receiver, count: int
 ) -> dict[str, float]:
     uuids = [str(uuid.uuid4()) for _ in range(count)]
     batches = [uuids[i : i + 100] for i in range(0, count, 100)]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    started = time.perf_counter()
+    started = time.time()
 
     async def sender(mine: list[list[str]]) -> None:
         for batch in mine:
@@ -91,12 +140,11 @@ async def _throughput(
                 assert response.status == 202, await response.text()
 
     await asyncio.gather(*(sender(batches[n::8]) for n in range(8)))
-    ingested = time.perf_counter()
-    while not all(u in arrivals.at for u in uuids[-50:]) or len(arrivals.at) < count:
-        await asyncio.sleep(0.01)
-        if time.perf_counter() - started > 600:
-            raise RuntimeError("events did not all arrive within 10 minutes")
-    finished = max(arrivals.at[u] for u in uuids)
+    ingested = time.time()
+    arrivals = await _wait_arrivals(session, receiver, uuids, 600)
+    if any(u not in arrivals for u in uuids):
+        raise RuntimeError("events did not all arrive within 10 minutes")
+    finished = max(arrivals[u] for u in uuids)
     return {
         "events": count,
         "ingest_events_per_s": round(count / (ingested - started)),
@@ -108,7 +156,7 @@ async def _latency(
     session: aiohttp.ClientSession,
     url: str,
     key: str,
-    arrivals: Arrivals,
+    receiver: Receiver,
     rate: int,
     seconds: float,
 ) -> dict[str, float]:
@@ -117,7 +165,7 @@ async def _latency(
     tasks = []
 
     async def one(event_uuid: str) -> None:
-        sent[event_uuid] = time.perf_counter()
+        sent[event_uuid] = time.time()
         async with session.post(
             url, data=json.dumps(_activity(event_uuid)), headers=headers
         ) as response:
@@ -133,10 +181,8 @@ async def _latency(
         tasks.append(asyncio.create_task(one(str(uuid.uuid4()))))
     await asyncio.gather(*tasks)
     achieved = total / (time.perf_counter() - start)
-    deadline = time.perf_counter() + 60
-    while any(u not in arrivals.at for u in sent) and time.perf_counter() < deadline:
-        await asyncio.sleep(0.01)
-    latencies = [(arrivals.at[u] - t) * 1000 for u, t in sent.items() if u in arrivals.at]
+    arrivals = await _wait_arrivals(session, receiver, list(sent), 60)
+    latencies = [(arrivals[u] - t) * 1000 for u, t in sent.items() if u in arrivals]
     return {
         "offered_rate_per_s": rate,
         "achieved_rate_per_s": round(achieved),
@@ -152,7 +198,19 @@ def _fill_backlog(database: Path, count: int) -> None:
     with sqlite3.connect(database) as conn:
         conn.execute("PRAGMA synchronous=OFF")
         rows = (
-            (str(uuid.uuid4()), 1746, 1, 1, "opens", n, 13, payload, "pending", now, now)
+            (
+                str(uuid.uuid4()),
+                1746,
+                1,
+                1,
+                "opens",
+                n,
+                13,
+                payload,
+                "pending",
+                now,
+                now,
+            )
             for n in range(count)
         )
         conn.executemany(
@@ -164,40 +222,40 @@ def _fill_backlog(database: Path, count: int) -> None:
 
 
 async def run(
-    count: int = 20_000, rate: int = 1000, seconds: float = 10.0, backlog: int = 1_000_000
+    count: int = 20_000,
+    rate: int = 1000,
+    seconds: float = 10.0,
+    backlog: int = 1_000_000,
 ) -> dict[str, Any]:
     """Run the three measurements; returns their figures."""
-    arrivals = Arrivals()
-    sandbox = SandboxEndpoint("pega", "s3cret", responder=arrivals)
-    await sandbox.start()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, Receiver() as receiver:
         var_dir = Path(folder) / "var"
-        env, key = await _setup(var_dir, sandbox)
+        env, key = await _setup(var_dir, receiver.url)
         port = free_port()
         url = f"http://127.0.0.1:{port}/api/v1/activities"
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as session:
             with serving(env, port) as service:
                 results["throughput"] = await _throughput(
-                    session, url, key, arrivals, count
+                    session, url, key, receiver, count
                 )
-                sandbox.received.clear()
                 results["latency"] = await _latency(
-                    session, url, key, arrivals, rate, seconds
+                    session, url, key, receiver, rate, seconds
                 )
-                results["memory"] = {"peak_rss_mib_after_runs": peak_rss_mib(service.pid)}
+                results["memory"] = {
+                    "peak_rss_mib_after_runs": round(peak_rss_mib(service.pid), 1)
+                }
 
             if backlog:
-                arrivals.failing = True
+                await receiver.control(session, failing="1")
                 _fill_backlog(var_dir / "pegabridge.db", backlog)
                 with serving(env, port) as service:
                     await asyncio.sleep(15)
                     results["memory"].update(
                         backlog_events=backlog,
-                        peak_rss_mib_with_backlog=peak_rss_mib(service.pid),
+                        peak_rss_mib_with_backlog=round(peak_rss_mib(service.pid), 1),
                     )
-    await sandbox.stop()
     return results
 
 

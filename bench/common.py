@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: a served pegabridge in a child process, timing, memory."""
+"""What the benchmarks share: pegabridge served in a child process, timing, memory."""
 
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ def percentile(values: list[float], share: float) -> float:
 def cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
     """Run a ``pegabridge`` command; its standard output."""
     done = subprocess.run(
-        [PEGABRIDGE, *args], env=env, input=stdin, capture_output=True, text=True,
+        [PEGABRIDGE, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
         check=True,
     )
     return done.stdout.strip()
@@ -51,8 +55,9 @@ def peak_rss_mib(pid: int) -> float:
 def wait_http(port: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", port), timeout=0.5
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
         ):
             return
         time.sleep(0.05)
@@ -60,7 +65,9 @@ def wait_http(port: int, timeout_s: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def serving(env: dict[str, str], port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+def serving(
+    env: dict[str, str], port: int, *extra: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """``pegabridge serve`` in a child process for the duration of the block."""
     process = subprocess.Popen(
         [PEGABRIDGE, "serve", "--port", str(port), *extra],
@@ -84,11 +91,15 @@ def bench_env(var_dir: Path, **overrides: str) -> dict[str, str]:
     env.update(
         PEGABRIDGE_VAR_DIR=str(var_dir),
         PEGABRIDGE_SECRET_KEY="bench-secret",
-        PEGABRIDGE_SQLITE_SYNCHRONOUS="FULL",
+        PEGABRIDGE_SQLITE_SYNCHRONOUS=os.environ.get(
+            "BENCH_SQLITE_SYNCHRONOUS", "FULL"
+        ),
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
-    env.pop("PEGABRIDGE_DATABASE_URL", None) if "PEGABRIDGE_DATABASE_URL" not in overrides else None
+    env.pop(
+        "PEGABRIDGE_DATABASE_URL", None
+    ) if "PEGABRIDGE_DATABASE_URL" not in overrides else None
     return env
 
 
