@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pegabridge import ops
 from pegabridge.cli.common import console, fail, in_transaction, run
 from pegabridge.events.metrics import parse_activities
 from pegabridge.installs import service
 from pegabridge.installs.service import InstallSettings
 from pegabridge.installs.vault import Vault
-from pegabridge.store.tables import outbox
 
 portal_app = typer.Typer(help="Portals: the client accounts of the platform.")
 brand_app = typer.Typer(help="Brands within a portal.")
@@ -182,62 +182,87 @@ def uninstall(
 
 def status(
     portal: Annotated[int | None, typer.Option(help="Only this portal.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as JSON, for scripts.")
+    ] = False,
 ) -> None:
-    """Per installation: state, pending, delivered, dead, oldest pending age."""
-    rows = run(in_transaction(lambda conn, _v: _status_rows(conn, portal)))
-    table = Table(title="pegabridge installations")
-    for column in (
-        "portal",
-        "brand",
-        "state",
-        "pending",
-        "delivered",
-        "dead",
-        "skipped",
-        "oldest pending",
-        "endpoint",
-        "why paused",
-    ):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[str(v) for v in row])
-    console.print(table)
-    if not rows:
+    """Per installation: state, backlog and its age, delivered, dead, last answer."""
+    found = run(in_transaction(lambda conn, _v: ops.installation_figures(conn, portal)))
+    if as_json:
+        typer.echo(json.dumps([_status_document(f) for f in found], indent=2))
+        return
+    if not found:
         console.print("no installations yet: see `pegabridge install --help`")
+        return
+    for figures in found:
+        console.print(_status_block(figures))
 
 
-async def _status_rows(
-    conn: AsyncConnection, portal: int | None
-) -> list[tuple[object, ...]]:
+def _status_document(f: ops.InstallationFigures) -> dict[str, object]:
+    return {
+        "installation_id": f.id,
+        "portal_id": f.portal_id,
+        "brand_id": f.brand_id,
+        "brand": f.brand_name,
+        "state": f.state,
+        "pause_reason": f.pause_reason,
+        "endpoint_url": f.endpoint_url,
+        "counts": f.counts,
+        "oldest_pending_age_s": f.oldest_pending_age_s,
+        "success_rate_24h": f.success_rate_24h,
+        "attempts_24h": f.attempts_24h,
+        "failing": f.failing,
+        "last_failure": f.last_failure,
+        "last_failure_at": f.last_failure_at,
+        "last_success_at": f.last_success_at,
+    }
+
+
+_STATE_STYLE = {"active": "green", "paused": "yellow", "draft": "dim"}
+
+
+def _status_block(f: ops.InstallationFigures) -> Table:
+    """One installation as label/value lines: fits an 80-column terminal."""
     now = time.time()
-    result: list[tuple[object, ...]] = []
-    for inst in await service.list_installations(conn, portal):
-        rows = await conn.execute(
-            select(outbox.c.state, func.count().label("n"))
-            .where(outbox.c.installation_id == inst.id)
-            .group_by(outbox.c.state)
+    style = _STATE_STYLE.get(f.state, "")
+    title = (
+        f"[bold]{f.brand_name or 'brand'}[/]  portal {f.portal_id} / brand "
+        f"{f.brand_id}  [{style}]{f.state}[/]"
+    )
+    grid = Table.grid(padding=(0, 2))
+    grid.title = title
+    grid.title_justify = "left"
+    grid.add_column(style="dim", min_width=12)
+    grid.add_column(overflow="fold", max_width=64)
+
+    grid.add_row("endpoint", f.endpoint_url or "-")
+    backlog = f"{f.pending:,} waiting"
+    if f.oldest_pending_age_s is not None:
+        backlog += f", oldest {_age(f.oldest_pending_age_s)}"
+    grid.add_row("backlog", f"[bold]{backlog}[/]" if f.pending else backlog)
+    grid.add_row(
+        "delivered",
+        f"{f.counts.get('delivered', 0):,}   dead {f.dead:,}   "
+        f"skipped {f.counts.get('skipped', 0):,}",
+    )
+    grid.add_row("last 24 h", _rate_line(f))
+    if f.last_failure_at is not None:
+        colour = "red" if f.failing else "dim"
+        grid.add_row(
+            "last failure",
+            f"[{colour}]{f.last_failure}[/] ({_age(now - f.last_failure_at)} ago)",
         )
-        counts = {row.state: row.n for row in rows}
-        oldest = await conn.scalar(
-            select(func.min(outbox.c.created_at)).where(
-                outbox.c.installation_id == inst.id, outbox.c.state == "pending"
-            )
-        )
-        result.append(
-            (
-                inst.portal_id,
-                inst.brand_id,
-                inst.state.value,
-                counts.get("pending", 0),
-                counts.get("delivered", 0),
-                counts.get("dead", 0),
-                counts.get("skipped", 0),
-                _age(now - oldest) if oldest else "-",
-                inst.endpoint_url,
-                inst.pause_reason or "-",
-            )
-        )
-    return result
+    if f.pause_reason:
+        grid.add_row("paused", f"[yellow]{f.pause_reason}[/]")
+    return grid
+
+
+def _rate_line(f: ops.InstallationFigures) -> str:
+    total = sum(f.attempts_24h.values())
+    rate = f.success_rate_24h
+    if rate is None:
+        return "no attempts"
+    return f"{rate:.1%} of {total:,} attempts delivered"
 
 
 def _age(seconds: float) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,14 +14,14 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pegabridge import logs
+from pegabridge import logs, ops
 from pegabridge.cli.common import console, fail, in_transaction, run
 from pegabridge.config import get_settings
-from pegabridge.delivery import outbox
 from pegabridge.delivery.recorder import Submitted
 from pegabridge.events.ingest import ActivityRefused, BodyError, accept_activity
 from pegabridge.events.schema import write_schemas
 from pegabridge.installs.vault import Vault
+from pegabridge.store.db import create_engine
 from pegabridge.store.tables import outbox as outbox_table
 from pegabridge.web.runtime import Runtime
 
@@ -219,14 +218,32 @@ def dead_replay(
 ) -> None:
     """Send dead letters again, with their original payload and uuid."""
     since_ts = _parse_since(since) if since else None
-    count = run(
+    chosen = run(
         in_transaction(
-            lambda conn, _v: outbox.replay_dead(
-                conn, time.time(), uuids=uuid, since=since_ts
-            )
+            lambda conn, _v: ops.dead_uuids(conn, since=since_ts, uuids=uuid)
         )
     )
+    if not chosen:
+        console.print("no dead letters match")
+        return
+    with _progress() as progress:
+        task = progress.add_task("replaying", total=len(chosen))
+        count = run(_replay_batches(chosen, lambda n: progress.advance(task, n)))
     console.print(f"{count} dead letters are pending again")
+
+
+async def _replay_batches(chosen: list[str], advance: Any, batch: int = 500) -> int:
+    engine = create_engine(get_settings())
+    count = 0
+    try:
+        for start in range(0, len(chosen), batch):
+            part = chosen[start : start + batch]
+            async with engine.begin() as conn:
+                count += await ops.replay(conn, part)
+            advance(len(part))
+    finally:
+        await engine.dispose()
+    return count
 
 
 def _parse_since(text: str) -> float:
