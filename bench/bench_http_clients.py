@@ -1,4 +1,4 @@
-"""Side by side: aiohttp and httpx posting small JSON bodies over keep-alive connections.
+"""Side by side: aiohttp and httpx posting small JSON bodies over keep-alive.
 
 Both clients send the same events to the same receiver (``bench/receiver.py`` in its own
 process) with the same concurrency, in alternating rounds so that the machine's noise
@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
 import uuid
 
 import aiohttp
 import httpx
 
-from bench.common import REPO, free_port, python, wait_http
+from bench.common import Receiver
 
 BODY = json.dumps({"uuid": "", "metric": "opens", "portal_id": 1746, "brand_id": 1})
 
@@ -64,24 +63,17 @@ async def run(
     count: int = 5000, rounds: int = 3, concurrency: int = 16
 ) -> dict[str, float]:
     """Requests per second of each client (best of ``rounds``) and their ratio."""
-    port = free_port()
-    receiver = subprocess.Popen(
-        [python(), "-m", "bench.receiver", "--port", str(port)], cwd=REPO
-    )
-    try:
-        wait_http(port)
-        url = f"http://127.0.0.1:{port}/events"
+    with Receiver() as receiver:
         best = {"aiohttp": 0.0, "httpx": 0.0}
         for _ in range(rounds):
             best["aiohttp"] = max(
-                best["aiohttp"], await _with_aiohttp(url, _bodies(count), concurrency)
+                best["aiohttp"],
+                await _with_aiohttp(receiver.url, _bodies(count), concurrency),
             )
             best["httpx"] = max(
-                best["httpx"], await _with_httpx(url, _bodies(count), concurrency)
+                best["httpx"],
+                await _with_httpx(receiver.url, _bodies(count), concurrency),
             )
-    finally:
-        receiver.terminate()
-        receiver.wait(timeout=10)
     return {
         "aiohttp_requests_per_s": round(best["aiohttp"]),
         "httpx_requests_per_s": round(best["httpx"]),

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import sqlite3
-import subprocess
 import tempfile
 import time
 import uuid
@@ -24,15 +23,13 @@ from typing import Any
 import aiohttp
 
 from bench.common import (
-    REPO,
+    Receiver,
     bench_env,
     cli,
     free_port,
     peak_rss_mib,
     percentile,
-    python,
     serving,
-    wait_http,
 )
 
 
@@ -55,39 +52,6 @@ def _activity(event_uuid: str) -> dict[str, Any]:
         "os": "Windows",
         "browser": "Chrome",
     }
-
-
-class Receiver:
-    """The benchmark's receiver (``bench/receiver.py``) in a child process."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/events"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Receiver:
-        self._process = subprocess.Popen(
-            [python(), "-m", "bench.receiver", "--port", str(self.port)],
-            cwd=REPO,
-        )
-        wait_http(self.port)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._process is not None
-        self._process.terminate()
-        self._process.wait(timeout=10)
-
-    async def arrivals(self, session: aiohttp.ClientSession) -> dict[str, float]:
-        base = f"http://127.0.0.1:{self.port}"
-        async with session.get(f"{base}/arrivals") as response:
-            document: dict[str, float] = await response.json()
-        return document
-
-    async def control(self, session: aiohttp.ClientSession, **query: str) -> None:
-        base = f"http://127.0.0.1:{self.port}"
-        async with session.post(f"{base}/control", params=query) as response:
-            response.raise_for_status()
 
 
 async def _setup(var_dir: Path, receiver_url: str) -> tuple[dict[str, str], str]:

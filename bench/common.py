@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
+
 REPO = Path(__file__).resolve().parents[1]
 PEGABRIDGE = str(REPO / ".venv" / "bin" / "pegabridge")
 
@@ -105,3 +107,36 @@ def bench_env(var_dir: Path, **overrides: str) -> dict[str, str]:
 
 def python() -> str:
     return sys.executable
+
+
+class Receiver:
+    """The benchmark's receiver (``bench/receiver.py``) in a child process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/events"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Receiver:
+        self._process = subprocess.Popen(
+            [python(), "-m", "bench.receiver", "--port", str(self.port)],
+            cwd=REPO,
+        )
+        wait_http(self.port)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        self._process.wait(timeout=10)
+
+    async def arrivals(self, session: aiohttp.ClientSession) -> dict[str, float]:
+        base = f"http://127.0.0.1:{self.port}"
+        async with session.get(f"{base}/arrivals") as response:
+            document: dict[str, float] = await response.json()
+        return document
+
+    async def control(self, session: aiohttp.ClientSession, **query: str) -> None:
+        base = f"http://127.0.0.1:{self.port}"
+        async with session.post(f"{base}/control", params=query) as response:
+            response.raise_for_status()
