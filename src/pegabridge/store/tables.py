@@ -392,3 +392,25 @@ users = Table(
     Column("locked_until", Float),
     Column("created_at", Float, nullable=False),
 )
+
+# A signed-in browser: the cookie carries a random token; only its hash is stored.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_web_sessions_user", web_sessions.c.user_id)
+
+# One-time links, printed on the console, that create the first administrator.
+setup_tokens = Table(
+    "setup_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float),
+)

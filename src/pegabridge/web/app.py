@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from pegabridge.config import Settings, get_settings
 from pegabridge.logs import RequestIdMiddleware
-from pegabridge.web import api, ops_routes
+from pegabridge.web import api, ops_routes, pages
 from pegabridge.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ def create_app(
         app.state.runtime = runtime
         app.state.api_key_cache = {}
         log.info("pegabridge ready", extra={"event": "service.ready"})
+        await pages.announce_setup(runtime)
         try:
             yield
         finally:
@@ -43,6 +44,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    pages.install_web(app)
     app.include_router(ops_routes.router)
     app.add_middleware(RequestIdMiddleware)
     _add_error_handlers(app)
