@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
+from pegabridge.config import get_settings
 from pegabridge.delivery.verdict import AttemptResult
+from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
 
 EXCERPT_CHARS = 300
 USER_AGENT = "pegabridge/0.1 (+interaction relay)"
@@ -36,6 +40,8 @@ class EndpointConfig:
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 15.0
     concurrency: int = 16
+    # The address policy; ``None`` takes the one of this process's settings.
+    guard: EndpointGuard | None = None
 
     def headers(self) -> dict[str, str]:
         headers = dict(self.extra_headers)
@@ -52,11 +58,15 @@ class EndpointClient:
         self.config = config
         self._headers = config.headers()
         self._session: aiohttp.ClientSession | None = None
+        self._guard = config.guard or EndpointGuard.from_settings(get_settings())
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
-                limit=self.config.concurrency, keepalive_timeout=30, ttl_dns_cache=60
+                limit=self.config.concurrency,
+                keepalive_timeout=30,
+                ttl_dns_cache=60,
+                resolver=GuardedResolver(self._guard),
             )
             timeout = aiohttp.ClientTimeout(
                 total=self.config.request_timeout_s,
@@ -71,6 +81,8 @@ class EndpointClient:
         """POST ``payload``; never raises for network trouble, it is in the result."""
         started = time.perf_counter()
         try:
+            # IP literals never reach the resolver, so they are checked here.
+            self._guard.check_literal(self.config.url)
             session = self._open()
             async with session.post(self.config.url, data=payload.encode()) as response:
                 body = await response.content.read(4096)
@@ -82,6 +94,8 @@ class EndpointClient:
                 )
         except TimeoutError:
             return AttemptResult(None, _ms_since(started), error="timed out")
+        except EndpointRefused as exc:
+            return AttemptResult(None, _ms_since(started), error=str(exc)[:300])
         except aiohttp.ClientError as exc:
             return AttemptResult(None, _ms_since(started), error=_describe(exc))
 
@@ -90,6 +104,32 @@ class EndpointClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names as aiohttp does, then refuses addresses the guard forbids.
+
+    The check happens at every resolution, so a DNS answer that changed since the
+    endpoint was saved cannot point the delivery at a private or metadata address.
+    """
+
+    def __init__(self, guard: EndpointGuard) -> None:
+        self._guard = guard
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        try:
+            self._guard.check_addresses(host, [r["host"] for r in results])
+        except EndpointRefused as exc:
+            # aiohttp turns an OSError from a resolver into a connection error.
+            raise OSError(str(exc)) from exc
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _ms_since(started: float) -> float:
