@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # Web.
     public_base_url: str = "http://127.0.0.1:8000"
 
+    # Feedback: the SMTP receiver for returned mail, run by `serve` when a port is set
+    # (0 picks a free port). It takes mail for any address at the return-path domain
+    # (any address at all when the domain is "").
+    return_path_domain: str = ""
+    feedback_smtp_host: str = "127.0.0.1"
+    feedback_smtp_port: int | None = Field(default=None, ge=0, le=65535)
+    feedback_max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+
     # Web sign-in: sessions, lock-out after wrong passwords, the first-start link.
     session_max_age_s: float = Field(default=12 * 3600.0, gt=0)
     signin_max_failures: int = Field(default=5, ge=1)

@@ -1,16 +1,18 @@
-"""`pegabridge feedback`: inspect how returned mail is read, and score the parser.
+"""`pegabridge feedback`: import returned mail, inspect how it is read, score parsing.
 
-Nothing here touches the database: ``parse`` prints what the parser finds in files,
-``report`` runs the parser over the third-party corpora and prints the share right
-per field.
+``import`` records messages from files (see :mod:`pegabridge.feedback.importer`).
+``parse`` and ``report`` touch no database: ``parse`` prints what the parser finds in
+files, ``report`` runs the parser over the third-party corpora and prints the share
+right per field.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +25,9 @@ from pegabridge.feedback.corpus import (
     run_report,
 )
 from pegabridge.feedback.parse import parse_message
+
+if TYPE_CHECKING:
+    from pegabridge.feedback.importer import ImportSummary
 
 app = typer.Typer(
     name="feedback",
@@ -47,6 +52,46 @@ def parse(
             raise typer.Exit(2) from exc
         record = {"file": str(path), **parse_message(raw).to_json_dict()}
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help=".eml files, folders of them, maildir folders, mbox files."
+        ),
+    ],
+) -> None:
+    """Record returned mail from files: counters, and bounce and complaint events for
+    a running `serve` to deliver. Shows a progress bar and a summary; importing the
+    same messages again records nothing new."""
+    from pegabridge.feedback.importer import summary_table
+
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        typer.echo(f"not found: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+
+    console = Console()
+    summary = asyncio.run(_import(paths, console))
+    console.print(summary_table(summary))
+    if summary.seen_before:
+        console.print(f"{summary.seen_before} recorded before, left as they were")
+    for line in summary.unreadable:
+        console.print(f"unreadable: {line}", markup=False, highlight=False)
+
+
+async def _import(paths: list[Path], console: Console) -> ImportSummary:
+    from pegabridge.config import get_settings
+    from pegabridge.feedback.importer import run_import
+    from pegabridge.web.runtime import Runtime
+
+    runtime = await Runtime.open(get_settings(), deliver=False)
+    try:
+        return await run_import(runtime, paths, console)
+    finally:
+        await runtime.close()
 
 
 @app.command()

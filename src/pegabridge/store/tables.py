@@ -376,6 +376,37 @@ feedback_messages = Table(
     Column("outcome", String(16), nullable=False),
     Column("summary", Text, nullable=False, server_default="{}"),
     Column("message_sha256", String(64), nullable=False, server_default=""),
+    # Added in 0004_feedback. The customer of the matched broadcast (0 when none), the
+    # recipient the event is about, and the JSON list of the events built for the
+    # message: kept until they are in the outbox (outcome "recording"), so that a
+    # message that is delivered again after a crash records the same events again.
+    # Outcomes added then: recording, duplicate.
+    Column("customer_id", BigInteger, nullable=False, server_default="0"),
+    Column("recipient", String(320), nullable=False, server_default=""),
+    Column("events", Text, nullable=False, server_default="[]"),
+)
+# The same message imported twice is recorded once.
+Index(
+    "uq_feedback_messages_sha256",
+    feedback_messages.c.message_sha256,
+    unique=True,
+    sqlite_where=text("message_sha256 != ''"),
+    postgresql_where=text("message_sha256 != ''"),
+)
+# An email bounces (or is complained about) at most once, whatever the reports say.
+Index(
+    "uq_feedback_messages_broadcast_kind",
+    feedback_messages.c.broadcast_id,
+    feedback_messages.c.kind,
+    unique=True,
+    sqlite_where=text("outcome IN ('recording', 'sent')"),
+    postgresql_where=text("outcome IN ('recording', 'sent')"),
+)
+Index(
+    "ix_broadcasts_message_id",
+    broadcasts.c.message_id,
+    sqlite_where=text("message_id != ''"),
+    postgresql_where=text("message_id != ''"),
 )
 
 # --- People who use the web pages. ---

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from pegabridge.config import Settings, get_settings
+from pegabridge.feedback.intake import start_receiver, stop_receiver
 from pegabridge.logs import RequestIdMiddleware
 from pegabridge.web import api, ops_routes, pages
 from pegabridge.web.runtime import Runtime
@@ -33,8 +34,10 @@ def create_app(
         log.info("pegabridge ready", extra={"event": "service.ready"})
         await pages.announce_setup(runtime)
         try:
+            app.state.feedback_receiver = await start_receiver(runtime)
             yield
         finally:
+            await stop_receiver(getattr(app.state, "feedback_receiver", None))
             await runtime.close()
 
     app = FastAPI(
