@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     endpoint_allowed_ranges: str = ""
     endpoint_allow_loopback: bool = True
 
+    # Tracking: token signing keys ("id:base64secret,...", oldest first; empty derives
+    # one from the secret key), Apple's relay range file (empty: rule off), and how
+    # long the click cookie that attributes conversions lives.
+    tracking_keys: str = ""
+    apple_relay_ranges: str = ""
+    conversion_cookie_max_age_s: int = Field(default=30 * 24 * 3600, ge=0)
+
     def resolved_database_url(self) -> str:
         """The database URL; by default the embedded SQLite file in ``var_dir``."""
         if self.database_url:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from pegabridge.config import Settings, get_settings
 from pegabridge.feedback.intake import start_receiver, stop_receiver
 from pegabridge.logs import RequestIdMiddleware
-from pegabridge.web import api, ops_routes, pages
+from pegabridge.web import api, ops_routes, pages, tracking_routes
 from pegabridge.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def create_app(
     app.include_router(api.router)
     pages.install_web(app)
     app.include_router(ops_routes.router)
+    app.include_router(tracking_routes.router)
     app.add_middleware(RequestIdMiddleware)
     _add_error_handlers(app)
     _add_health(app)
