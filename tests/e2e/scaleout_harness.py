@@ -85,7 +85,8 @@ class CountingReceiver:
     def __init__(self, password: str = "s3cret") -> None:
         self.counts: Counter[str] = Counter()
         self.endpoint = SandboxEndpoint("pega", password, responder=self._count)
-        self.endpoint.received = _Discard()
+        self.endpoint.received = _Discard(self)
+        self.refused = 0
 
     async def start(self) -> None:
         await self.endpoint.start()
@@ -106,10 +107,16 @@ class CountingReceiver:
 
 
 class _Discard(list[Received]):
-    """A request list that keeps nothing: 20,000 bodies need not stay in memory."""
+    """A request list that keeps nothing (20,000 bodies need not stay in memory) but
+    counts the requests refused for wrong credentials."""
 
-    def append(self, _item: Received) -> None:
-        return None
+    def __init__(self, receiver: CountingReceiver) -> None:
+        super().__init__()
+        self._receiver = receiver
+
+    def append(self, item: Received) -> None:
+        if not item.authorized:
+            self._receiver.refused += 1
 
 
 def worker_env(database_url: str, var_dir: Path, **overrides: str) -> dict[str, str]:
