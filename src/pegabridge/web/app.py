@@ -47,6 +47,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.include_router(mailing_api.router)
     pages.install_web(app)
     app.include_router(ops_routes.router)
     app.include_router(tracking_routes.router)
