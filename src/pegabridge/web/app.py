@@ -14,7 +14,7 @@ from sqlalchemy import text
 from pegabridge.config import Settings, get_settings
 from pegabridge.feedback.intake import start_receiver, stop_receiver
 from pegabridge.logs import RequestIdMiddleware
-from pegabridge.web import api, ops_routes, pages, tracking_routes
+from pegabridge.web import api, mailing_api, ops_routes, pages, tracking_routes
 from pegabridge.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
