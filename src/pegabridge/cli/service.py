@@ -18,7 +18,12 @@ from pegabridge import logs, ops
 from pegabridge.cli.common import console, fail, in_transaction, run
 from pegabridge.config import get_settings
 from pegabridge.delivery.recorder import Submitted
-from pegabridge.events.ingest import ActivityRefused, BodyError, accept_activity
+from pegabridge.events.ingest import (
+    ActivityRefused,
+    BodyError,
+    accept_activity,
+    parse_body,
+)
 from pegabridge.events.schema import write_schemas
 from pegabridge.installs.vault import Vault
 from pegabridge.store.db import create_engine
@@ -83,7 +88,9 @@ def schema(
 
 
 def ingest(
-    file: Annotated[Path, typer.Argument(help="A JSON array or NDJSON file.")],
+    file: Annotated[
+        Path, typer.Argument(help="A JSON object, a JSON array or NDJSON.")
+    ],
     batch: Annotated[int, typer.Option(help="Activities per transaction.")] = 1000,
 ) -> None:
     """Record the activities of a file; a running `serve` delivers them.
@@ -107,15 +114,12 @@ def ingest(
 
 
 def _read_items(file: Path) -> list[Any]:
-    text = file.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
+    # The same reading as the ingest API: one object (pretty-printed or not), an
+    # array, or NDJSON lines.
     try:
-        if stripped.startswith("["):
-            document = json.loads(text)
-            return list(document)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise fail(f"{file} is not a JSON array or NDJSON: {exc}") from None
+        return parse_body(file.read_bytes())
+    except BodyError as exc:
+        raise fail(f"{file} is not a JSON object, array or NDJSON: {exc}") from None
 
 
 def _check_items(items: list[Any]) -> tuple[list[Submitted], list[tuple[int, str]]]:
