@@ -447,6 +447,7 @@ class Search:
     metric: str = ""
     state: str = ""
     installation_id: int | None = None
+    portal_id: int | None = None
     limit: int = 100
 
 
@@ -468,6 +469,8 @@ def _search_conditions(search: Search) -> list[ColumnElement[bool]]:
         conditions.append(outbox.c.state == search.state)
     if search.installation_id is not None:
         conditions.append(outbox.c.installation_id == search.installation_id)
+    if search.portal_id is not None:
+        conditions.append(outbox.c.portal_id == search.portal_id)
     return conditions
 
 
@@ -552,9 +555,12 @@ async def dead_uuids(
     installation_id: int | None = None,
     since: float | None = None,
     uuids: Sequence[str] | None = None,
+    portal_id: int | None = None,
 ) -> list[str]:
     """The uuids of dead letters matching the filters, oldest first."""
     conditions = [outbox.c.state == "dead"]
+    if portal_id is not None:
+        conditions.append(outbox.c.portal_id == portal_id)
     if installation_id is not None:
         conditions.append(outbox.c.installation_id == installation_id)
     if since is not None:
