@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.events.metrics import Activity
+from pegabridge.feedback.corpus import CorpusMissingError, find_corpora
 from pegabridge.feedback.matching import default_key_ring, verp_address
 from pegabridge.installs import service
 from pegabridge.installs.service import InstallSettings
@@ -204,3 +206,19 @@ async def feedback_rows(runtime: Runtime) -> list[dict[str, Any]]:
             select(feedback_messages).order_by(feedback_messages.c.id)
         )
         return [dict(r._mapping) for r in rows]
+
+
+def corpus_message(folder: str, name: str) -> tuple[bytes, dict[str, Any]]:
+    """A real message of the shared corpora and Sisimai's first expected row for it.
+
+    Skips the test when the corpora are absent.
+    """
+    try:
+        root = find_corpora() / folder
+    except CorpusMissingError as exc:
+        pytest.skip(f"bounce/complaint corpora absent: {exc}")
+    for line in (root / "expected.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["file"] == name and row["recipient_index"] == 1:
+            return (root / name).read_bytes(), row
+    raise LookupError(f"{name} has no expected row in {root}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.config import Settings
@@ -169,7 +169,7 @@ async def _by_message_id(
     rows = (
         await conn.execute(
             select(*_COLUMNS)
-            .where(broadcasts.c.message_id.in_([bare, f"<{bare}>"]))
+            .where(broadcasts.c.message_id.in_([bare, f"<{bare}>"]), _HAS_MESSAGE_ID)
             .order_by(broadcasts.c.id)
             .limit(2)
         )
@@ -178,6 +178,9 @@ async def _by_message_id(
         return None
     return _match(rows[0], MatchedBy.MESSAGE_ID)
 
+
+# Repeats the condition of the partial index, so that the planner may use it.
+_HAS_MESSAGE_ID = text("broadcasts.message_id != ''")
 
 _COLUMNS = (
     broadcasts.c.id,

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 _EVENT_KINDS = frozenset({FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT})
 _NOT_CONTEXT = frozenset({"uuid", "metric", "metric_timestamp", "metric_id"})
 _BASIC_FIELDS = frozenset(BaseEvent.model_fields) - _NOT_CONTEXT
+# Repeats the condition of the partial unique index, so that the planner may use it.
+_HAS_SHA = text("feedback_messages.message_sha256 != ''")
 
 
 class Outcome(StrEnum):
@@ -244,7 +246,7 @@ async def _seen(
                 feedback_messages.c.outcome,
                 feedback_messages.c.broadcast_id,
                 feedback_messages.c.events,
-            ).where(feedback_messages.c.message_sha256 == sha256)
+            ).where(feedback_messages.c.message_sha256 == sha256, _HAS_SHA)
         )
     ).first()
     if row is None:
