@@ -17,6 +17,7 @@ sends the customer to that destination byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -215,26 +216,35 @@ class LinkRegistry:
         self._committer = committer
         self._ids: dict[tuple[int, LinkSpec], int] = {}
         self._loaded: set[int] = set()
+        self._lock = asyncio.Lock()
 
     def id_of(self, content_id: int, spec: LinkSpec) -> int:
         """The id of a link already ensured; ``KeyError`` otherwise."""
         return self._ids[(content_id, spec)]
 
     async def ensure(
-        self, portal_id: int, content_id: int, specs: Iterable[LinkSpec]
+        self, portal_id: int, content_id: int, specs: list[LinkSpec]
     ) -> None:
         """Make sure every link of ``specs`` has a row; loads a content's rows once."""
-        if content_id not in self._loaded:
-            await self._load(content_id)
-        missing = {s for s in specs if (content_id, s) not in self._ids}
-        if not missing:
+        if content_id in self._loaded and all(
+            (content_id, s) in self._ids for s in specs
+        ):
             return
-        ordered = sorted(missing, key=lambda s: (s.kind, s.url, s.alt))
-        ids = await self._committer.run(
-            lambda conn: _insert(conn, portal_id, content_id, ordered)
-        )
-        for spec, link_id in zip(ordered, ids, strict=True):
-            self._ids[(content_id, spec)] = link_id
+
+        # One task at a time loads or inserts, so concurrent renders of one content
+        # neither load it twice nor insert the same link twice.
+        async with self._lock:
+            if content_id not in self._loaded:
+                await self._load(content_id)
+            missing = {s for s in specs if (content_id, s) not in self._ids}
+            if not missing:
+                return
+            ordered = sorted(missing, key=lambda s: (s.kind, s.url, s.alt))
+            ids = await self._committer.run(
+                lambda conn: _insert(conn, portal_id, content_id, ordered)
+            )
+            for spec, link_id in zip(ordered, ids, strict=True):
+                self._ids[(content_id, spec)] = link_id
 
     async def _load(self, content_id: int) -> None:
         async with self._db.connect() as conn:
