@@ -24,6 +24,7 @@ from pegabridge.installs import service as installs
 from pegabridge.store.tables import brands, delivery_attempts, outbox
 
 RANGES_S: dict[str, tuple[float, float]] = {
+    "15m": (900.0, 15.0),
     "1h": (3600.0, 60.0),
     "6h": (6 * 3600.0, 300.0),
     "24h": (24 * 3600.0, 900.0),

@@ -137,14 +137,16 @@ async def test_an_outage_shows_the_backlog_the_reason_and_the_drain(
         [activity("clicks", url="https://example.com/a") for _ in range(3)]
     )
 
-    await page.goto(f"/dashboard?installation={brand.installation_id}&range=1h")
+    await page.goto(
+        f"/dashboard?installation={brand.installation_id}&range=15m&refresh_s=1"
+    )
     alert = page.locator(".banner.bad")
     await alert.wait_for(timeout=15_000)
     await page.wait_for_function(
         "document.querySelector('#kpi-pending .value').textContent === '9'",
         timeout=15_000,
     )
-    await page.wait_for_timeout(600)
+    await page.wait_for_timeout(2500)
     await page.screenshot(path=str(artifact("dashboard-outage.png")), full_page=True)
     assert "HTTP 503" in await alert.inner_text()
 
@@ -153,7 +155,7 @@ async def test_an_outage_shows_the_backlog_the_reason_and_the_drain(
         "document.querySelector('#kpi-pending .value').textContent === '0'",
         timeout=20_000,
     )
-    await page.wait_for_timeout(600)
+    await page.wait_for_timeout(2000)
     await page.screenshot(path=str(artifact("dashboard-recovered.png")), full_page=True)
     assert await page.locator(".banner.bad").count() == 0
 

@@ -161,7 +161,10 @@ def _tile(f: ops.InstallationFigures) -> dict[str, object]:
 
 @router.get("/dashboard", include_in_schema=False)
 async def dashboard(
-    request: Request, installation: str = "", range: str = DEFAULT_RANGE
+    request: Request,
+    installation: str = "",
+    range: str = DEFAULT_RANGE,
+    refresh_s: float = 5.0,
 ) -> Response:
     """Charts and headline figures of one installation, or of all visible ones."""
     session = await pages.require_session(request)
@@ -176,6 +179,7 @@ async def dashboard(
         "range": _range(range),
         "ranges": list(ops.RANGES_S),
         "metrics": [m.value for m in Metric],
+        "refresh_s": min(max(refresh_s, 1.0), 300.0),
     }
     return pages.render(request, "dashboard/overview.html", context, session)
 

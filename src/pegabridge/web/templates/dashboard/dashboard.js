@@ -6,6 +6,9 @@
     bounces: "#b4232c", complaints: "#e0701b", unsubscribes: "#9a5b00", conversions: "#1a9bb5",
   };
   const charts = {};
+  // The backlog as this page saw it, one sample per refresh: an outage shorter than
+  // a chart interval still shows as it grows and drains.
+  const live = { t: [], pending: [] };
 
   function fmtCount(n) { return n == null ? "–" : Math.round(n).toLocaleString(); }
   function fmtAge(s) {
@@ -48,6 +51,20 @@
   function bars(color) {
     return { stroke: color, fill: color + "aa", width: 1, paths: uPlot.paths.bars({ size: [0.7, 40] }), points: { show: false } };
   }
+  function noZero(list) { return list.map(v => (v ? v : null)); }
+
+  // History (bucket ends) and live samples on one time axis; gaps bridged.
+  function backlogData(s) {
+    const step = s.step_s, rows = new Map();
+    s.t.forEach((t, i) => rows.set(t + step, [s.backlog[i], null]));
+    live.t.forEach((t, i) => {
+      const row = rows.get(t) || [null, null];
+      row[1] = live.pending[i];
+      rows.set(t, row);
+    });
+    const times = Array.from(rows.keys()).sort((a, b) => a - b);
+    return [times, times.map(t => rows.get(t)[0]), times.map(t => rows.get(t)[1])];
+  }
 
   function render(doc) {
     const s = doc.series, f = doc.figures, t = s.t;
@@ -60,7 +77,7 @@
 
     const warnings = document.getElementById("warnings");
     warnings.textContent = "";
-    const list = f.warnings.length ? f.warnings : (f.pending === 0 ? [] : []);
+    const list = f.warnings;
     for (const w of list) {
       const div = document.createElement("div");
       div.className = "banner " + w.level;
@@ -79,17 +96,26 @@
     for (const tile of doc.tiles) {
       const el = document.querySelector('[data-tile="' + tile.id + '"] [data-field="pending"]');
       if (el) el.textContent = fmtCount(tile.pending);
+      const dot = document.querySelector('[data-tile="' + tile.id + '"] .dot');
+      if (dot) dot.className = "dot " + (tile.failing ? "failing" : tile.state);
     }
+    live.t.push(doc.now);
+    live.pending.push(f.pending);
+    if (live.t.length > 720) { live.t.shift(); live.pending.shift(); }
 
     const axes = [{}, { size: 56 }];
-    draw("chart-backlog", { series: [{}, Object.assign({ label: "waiting" }, area("#e0701b"))], axes, legend: { show: true } }, [t, s.backlog]);
+    draw("chart-backlog", {
+      series: [{}, Object.assign({ label: "waiting", spanGaps: true }, area("#e0701b")),
+        { label: "live", stroke: "#b4232c", width: 2, spanGaps: true, points: { show: true, size: 5 } }],
+      axes,
+    }, backlogData(s));
 
     draw("chart-delivery", {
       series: [{}, Object.assign({ label: "delivered" }, bars("#13795b")), Object.assign({ label: "failed" }, bars("#b4232c")),
         { label: "success %", stroke: "#3451d1", width: 2, scale: "%", value: (u, v) => v == null ? "–" : v.toFixed(1) + " %" }],
       scales: { "%": { range: [0, 100] } },
       axes: [{}, { size: 56 }, { scale: "%", side: 1, grid: { show: false }, values: (u, vs) => vs.map(v => v + " %") }],
-    }, [t, s.delivered, s.failed, s.success_rate.map(v => v == null ? null : v * 100)]);
+    }, [t, noZero(s.delivered), noZero(s.failed), s.success_rate.map(v => v == null ? null : v * 100)]);
 
     const shown = DASH.metrics.filter(m => s.recorded[m] && s.recorded[m].some(v => v > 0));
     const metrics = shown.length ? shown : ["opens"];
@@ -100,15 +126,15 @@
 
     draw("chart-latency", {
       series: [{},
-        { label: "p50", stroke: "#13795b", width: 2, value: (u, v) => fmtSeconds(v) },
-        { label: "p95", stroke: "#e0701b", width: 2, value: (u, v) => fmtSeconds(v) },
-        { label: "p99", stroke: "#b4232c", width: 2, value: (u, v) => fmtSeconds(v) }],
+        { label: "p50", stroke: "#13795b", width: 2, spanGaps: true, points: { show: true, size: 6 }, value: (u, v) => fmtSeconds(v) },
+        { label: "p95", stroke: "#e0701b", width: 2, spanGaps: true, points: { show: true, size: 6 }, value: (u, v) => fmtSeconds(v) },
+        { label: "p99", stroke: "#b4232c", width: 2, spanGaps: true, points: { show: true, size: 6 }, value: (u, v) => fmtSeconds(v) }],
       scales: { y: { distr: 3 } },
-      axes: [{}, { size: 64, values: (u, vs) => vs.map(fmtSeconds) }],
+      axes: [{}, { size: 64, values: (u, vs) => vs.map(v => (v == null ? "" : fmtSeconds(v))) }],
     }, [t, s.latency_p50_s, s.latency_p95_s, s.latency_p99_s]);
 
     document.getElementById("updated").textContent =
-      "Updated " + new Date(doc.now * 1000).toLocaleTimeString() + " · refreshes every 5 seconds";
+      "Updated " + new Date(doc.now * 1000).toLocaleTimeString() + " · refreshes every " + DASH.refresh_s + " s";
   }
 
   async function refresh() {
@@ -126,5 +152,5 @@
     for (const id in charts) charts[id].setSize(sizeOf(document.getElementById(id)));
   });
   refresh();
-  setInterval(refresh, 5000);
+  setInterval(refresh, DASH.refresh_s * 1000);
 })();
