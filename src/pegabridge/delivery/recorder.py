@@ -148,20 +148,26 @@ class Recorder:
         async def operation(
             conn: AsyncConnection,
         ) -> tuple[RecordResult, list[NewEvent]]:
-            reserved.clear()
+            # The committer runs this again when a shared transaction failed: give
+            # back what the rolled-back run reserved, or the lane's room shrinks.
+            self._unreserve(reserved)
             return await self._write(conn, activities, reserved)
 
         try:
             result, written = await self._committer.run(operation)
         except BaseException:
-            for installation_id, count in reserved.items():
-                if self._engine is not None:
-                    self._engine.unreserve(installation_id, count)
+            self._unreserve(reserved)
             raise
 
         self._hand_over(written, reserved)
         observe_recorded([a.event for a in activities], result.states)
         return result
+
+    def _unreserve(self, reserved: dict[int, int]) -> None:
+        if self._engine is not None:
+            for installation_id, count in reserved.items():
+                self._engine.unreserve(installation_id, count)
+        reserved.clear()
 
     async def _write(
         self,
