@@ -163,3 +163,27 @@ async def test_mail_for_another_domain_is_refused_at_rcpt(
         await deliver(port, sample("dsn-user-unknown.eml", sent), "ada@elsewhere.test")
 
     assert await feedback_rows(runtime) == []
+
+
+async def test_a_message_that_cannot_be_recorded_is_deferred_then_taken_once(
+    world: tuple[Runtime, int],
+    sandbox: SandboxEndpoint,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime, port = world
+    sent = await sent_to(runtime, "lea@inbox.example")
+    raw = sample("dsn-user-unknown.eml", sent)
+
+    async def down(_items: Any) -> Any:
+        raise ConnectionError("database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime.recorder, "record", down)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await deliver(port, raw, sent.return_path)
+    await deliver(port, raw, sent.return_path)
+
+    [received] = await sandbox.wait_for(1)
+    assert refused.value.code == 451
+    assert received.json()["broadcast_id"] == sent.broadcast_id
+    assert len(await feedback_rows(runtime)) == 1

@@ -30,7 +30,8 @@ from pegabridge.config import Settings
 from pegabridge.feedback.models import FeedbackReport
 from pegabridge.installs.vault import Vault
 from pegabridge.store.tables import broadcasts
-from pegabridge.tracking.tokens import InvalidToken, KeyRing, SigningKey
+from pegabridge.tracking.tokens import InvalidToken, KeyRing
+from pegabridge.tracking.urls import key_ring_for
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +63,8 @@ class BroadcastMatch:
 
 
 def default_key_ring(settings: Settings, vault: Vault) -> KeyRing:
-    """The ring that signs tracking and return-path tokens in every process.
-
-    The ``tracking_keys`` setting when set, else key 0 derived from the secret key.
-    """
-    # TODO: call pegabridge.tracking.urls.key_ring_for (until that module is
-    # committed); this mirrors its rule so that tokens signed by mailing verify here.
-    configured = str(getattr(settings, "tracking_keys", "") or "")
-    if configured.strip():
-        return KeyRing.from_config(configured)
-    return KeyRing([SigningKey(0, vault.derive(TOKEN_KEY_PURPOSE))])
+    """The ring that signs tracking and return-path tokens in every process."""
+    return key_ring_for(settings.tracking_keys, vault.derive(TOKEN_KEY_PURPOSE))
 
 
 def verp_tokens(addresses: Iterable[str]) -> list[str]:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -37,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.delivery.recorder import Recorder
+from pegabridge.events.build import build_event, email_domain
 from pegabridge.events.models import (
     EVENT_MODELS,
     BaseEvent,
@@ -57,8 +57,6 @@ from pegabridge.store.writer import GroupCommitter
 logger = logging.getLogger(__name__)
 
 _EVENT_KINDS = frozenset({FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT})
-_NOT_CONTEXT = frozenset({"uuid", "metric", "metric_timestamp", "metric_id"})
-_BASIC_FIELDS = frozenset(BaseEvent.model_fields) - _NOT_CONTEXT
 # Repeats the condition of the partial unique index, so that the planner may use it.
 _HAS_SHA = text("feedback_messages.message_sha256 != ''")
 
@@ -376,16 +374,13 @@ async def _event_for(
 ) -> BaseEvent:
     if report.kind is FeedbackKind.COMPLAINT:
         complaints = await _count_complaint(conn, match.customer_id, now)
-        return _build(
-            ComplaintEvent, "complaints", match, now, {"complaints": complaints}
-        )
+        return _build(ComplaintEvent, match, now, {"complaints": complaints})
 
     bounce_type = recipient.bounce_type or BounceType.SOFT
     hard, soft = await _count_bounce(conn, match.customer_id, bounce_type, now)
     reason = recipient.bounce_reason or BounceReason.OTHER
     return _build(
         BounceEvent,
-        "bounces",
         match,
         now,
         {
@@ -449,32 +444,26 @@ async def _count_complaint(conn: AsyncConnection, customer_id: int, now: float) 
 
 def _build(
     model: type[BaseEvent],
-    metric: str,
     match: BroadcastMatch,
     now: float,
     extra: dict[str, Any],
 ) -> BaseEvent:
-    """An event of the broadcast: its stored basic fields, the ids, ``extra``.
+    """An event of the broadcast: its stored context, the row's ids, then ``extra``.
 
     A stored context that does not fit the model any more (a field renamed since the
     send) falls back to the ids alone rather than losing the event.
     """
-    ids = {
+    context = {
+        "email_address": match.email_address,
+        "email_domain": email_domain(match.email_address),
+        **match.context,
         "portal_id": match.portal_id,
         "brand_id": match.brand_id,
         "broadcast_id": match.broadcast_id,
         "customer_id": match.customer_id,
     }
-    head = {
-        "uuid": str(uuid.uuid4()),
-        "metric": metric,
-        "metric_timestamp": int(now),
-    }
-    basic = {k: v for k, v in match.context.items() if k in _BASIC_FIELDS}
-    basic.setdefault("email_address", match.email_address)
-    basic.setdefault("email_domain", match.email_address.rpartition("@")[2].lower())
     try:
-        return model.model_validate({**head, **basic, **ids, **extra}, strict=False)
+        return build_event(model, context, metric_timestamp=int(now), **extra)
     except ValidationError:
         logger.warning(
             "broadcast context does not fit the event",
@@ -483,4 +472,10 @@ def _build(
                 "broadcast_id": match.broadcast_id,
             },
         )
-        return model.model_validate({**head, **ids, **extra}, strict=False)
+    ids = {key: context[key] for key in ("portal_id", "brand_id", "broadcast_id")}
+    return build_event(
+        model,
+        {**ids, "customer_id": match.customer_id},
+        metric_timestamp=int(now),
+        **extra,
+    )
