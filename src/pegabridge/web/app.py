@@ -16,6 +16,7 @@ from pegabridge.feedback.intake import start_receiver, stop_receiver
 from pegabridge.logs import RequestIdMiddleware
 from pegabridge.web import api, mailing_api, ops_routes, pages, tracking_routes
 from pegabridge.web.runtime import Runtime
+from pegabridge.web.unavailable import add_unavailable_handler
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def create_app(
     app.include_router(tracking_routes.router)
     app.add_middleware(RequestIdMiddleware)
     _add_error_handlers(app)
+    add_unavailable_handler(app)
     _add_health(app)
     return app
 
