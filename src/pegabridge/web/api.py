@@ -46,17 +46,20 @@ async def portal_of_request(request: Request) -> int:
             401, "send the portal's API key as 'Authorization: Bearer <key>'"
         )
 
-    cache: dict[str, tuple[int | None, float]] = request.app.state.api_key_cache
+    key = key.strip()
+    cache: dict[str, tuple[int, float]] = request.app.state.api_key_cache
     cached = cache.get(key)
     now = time.monotonic()
     if cached is not None and now - cached[1] < _KEY_CACHE_S:
-        portal_id = cached[0]
-    else:
-        async with runtime_of(request).db.connect() as conn:
-            portal_id = await installs.portal_of_api_key(conn, key.strip())
-        cache[key] = (portal_id, now)
+        return cached[0]
+
+    async with runtime_of(request).db.connect() as conn:
+        portal_id = await installs.portal_of_api_key(conn, key)
     if portal_id is None:
+        # Refusals are not cached: wrong keys sent at will must not fill memory.
+        cache.pop(key, None)
         raise ApiError(401, "this API key is unknown or revoked")
+    cache[key] = (portal_id, now)
     return portal_id
 
 
