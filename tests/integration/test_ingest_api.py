@@ -257,3 +257,10 @@ async def test_short_links_are_sent_when_clicks_are_chosen(pega_app: Any) -> Non
     assert [json.loads(r.body)["metric"] for r in pega_app.sandbox.received] == [
         "short_links"
     ]
+
+
+async def test_wrong_api_keys_do_not_pile_up_in_the_key_cache(pega_app: Any) -> None:
+    for n in range(20):
+        await post(pega_app, activity(), key=f"pb_wrong_{n}")
+
+    assert len(pega_app.served.app.state.api_key_cache) == 0
