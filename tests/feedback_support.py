@@ -20,9 +20,9 @@ from pegabridge.feedback.corpus import CorpusMissingError, find_corpora
 from pegabridge.feedback.matching import default_key_ring, verp_address
 from pegabridge.installs import service
 from pegabridge.installs.service import InstallSettings
+from pegabridge.mailing.render import broadcast_token
 from pegabridge.sandbox import SandboxEndpoint
 from pegabridge.store.tables import broadcasts, customers, feedback_messages
-from pegabridge.tracking.tokens import TokenKind, TokenPayload
 from pegabridge.web.runtime import Runtime
 
 SAMPLES = Path(__file__).resolve().parent / "samples" / "feedback_intake"
@@ -135,8 +135,9 @@ async def add_broadcast(
         return broadcast_id
 
     broadcast_id = await runtime.committer.run(insert)
+    # The token exactly as mailing writes it into the return path and the header.
     ring = default_key_ring(runtime.settings, runtime.vault)
-    token = ring.sign(TokenPayload(TokenKind.OPEN, PORTAL_ID, broadcast_id))
+    token = broadcast_token(ring, PORTAL_ID, broadcast_id)
     return Sent(broadcast_id, customer_id, email, message_id, token)
 
 

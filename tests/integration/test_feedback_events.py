@@ -30,6 +30,7 @@ from pegabridge.feedback.recording import Outcome, record_bounce, resume_recordi
 from pegabridge.store.tables import outbox
 from pegabridge.web.runtime import Runtime
 
+REFUSAL_UUID = "6f1c2a9e-8d4b-4c1e-9a57-3b2d0e8f4a11"
 PARSER_SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "feedback"
 
 
@@ -232,10 +233,12 @@ async def test_a_recipient_refused_at_send_time_is_a_bounce_once(
             BounceReason.USER_UNKNOWN,
             BounceType.HARD,
             "550 5.1.1 no such user",
+            event_uuid=REFUSAL_UUID,
         )
 
     [event] = await events(runtime, "bounces")
     assert (event["bounce_type"], event["bounce_count_hard"]) == ("HARD", 1)
+    assert event["uuid"] == REFUSAL_UUID
 
 
 async def test_a_message_cut_off_before_the_outbox_is_finished_with_its_uuid(

@@ -109,12 +109,17 @@ async def record_feedback(
     sha256: str,
     source: str,
     received_at: float | None = None,
+    event_uuid: str | None = None,
 ) -> Recorded:
-    """Record one parsed message; returns once its event (if any) is in the outbox."""
+    """Record one parsed message; returns once its event (if any) is in the outbox.
+
+    ``event_uuid`` is the uuid of the event when the caller has one already (a send
+    that may be resumed); by default a new one is made.
+    """
     now = time.time() if received_at is None else received_at
 
     async def operation(conn: AsyncConnection) -> _Written:
-        return await _write(conn, report, match, sha256, source, now)
+        return await _write(conn, report, match, sha256, source, now, event_uuid)
 
     written = await sink.committer.run(operation)
     recorded = await _finish(sink, written)
@@ -144,6 +149,7 @@ async def record_bounce(
     *,
     source: str = "smtp-refusal",
     received_at: float | None = None,
+    event_uuid: str | None = None,
 ) -> Recorded:
     """Record a bounce known without a returned mail, e.g. a recipient refused in the
     SMTP conversation of the send. Counters and the event as for a returned bounce;
@@ -174,7 +180,13 @@ async def record_bounce(
     )
     key = message_sha256(f"pegabridge:{source}:{broadcast_id}".encode())
     return await record_feedback(
-        sink, report, match, sha256=key, source=source, received_at=received_at
+        sink,
+        report,
+        match,
+        sha256=key,
+        source=source,
+        received_at=received_at,
+        event_uuid=event_uuid,
     )
 
 
@@ -206,6 +218,7 @@ async def _write(
     sha256: str,
     source: str,
     now: float,
+    event_uuid: str | None,
 ) -> _Written:
     seen = await _seen(conn, sha256, report.kind)
     if seen is not None:
@@ -222,7 +235,7 @@ async def _write(
         return await _insert_final(conn, row, Outcome.DUPLICATE, report.kind)
 
     recipient = _recipient_for(report, match)
-    event = await _event_for(conn, report, recipient, match, now)
+    event = await _event_for(conn, report, recipient, match, now, event_uuid)
     await conn.execute(
         update(feedback_messages)
         .where(feedback_messages.c.id == feedback_id)
@@ -371,10 +384,13 @@ async def _event_for(
     recipient: RecipientFeedback,
     match: BroadcastMatch,
     now: float,
+    event_uuid: str | None,
 ) -> BaseEvent:
     if report.kind is FeedbackKind.COMPLAINT:
         complaints = await _count_complaint(conn, match.customer_id, now)
-        return _build(ComplaintEvent, match, now, {"complaints": complaints})
+        return _build(
+            ComplaintEvent, match, now, event_uuid, {"complaints": complaints}
+        )
 
     bounce_type = recipient.bounce_type or BounceType.SOFT
     hard, soft = await _count_bounce(conn, match.customer_id, bounce_type, now)
@@ -383,6 +399,7 @@ async def _event_for(
         BounceEvent,
         match,
         now,
+        event_uuid,
         {
             "bounce_code": recipient.bounce_code,
             "bounce_reason": reason.value,
@@ -446,6 +463,7 @@ def _build(
     model: type[BaseEvent],
     match: BroadcastMatch,
     now: float,
+    event_uuid: str | None,
     extra: dict[str, Any],
 ) -> BaseEvent:
     """An event of the broadcast: its stored context, the row's ids, then ``extra``.
@@ -463,7 +481,9 @@ def _build(
         "customer_id": match.customer_id,
     }
     try:
-        return build_event(model, context, metric_timestamp=int(now), **extra)
+        return build_event(
+            model, context, metric_timestamp=int(now), event_uuid=event_uuid, **extra
+        )
     except ValidationError:
         logger.warning(
             "broadcast context does not fit the event",
@@ -477,5 +497,6 @@ def _build(
         model,
         {**ids, "customer_id": match.customer_id},
         metric_timestamp=int(now),
+        event_uuid=event_uuid,
         **extra,
     )
