@@ -25,7 +25,21 @@ from pegabridge.config import Settings
 from pegabridge.sandbox import SandboxEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PEGABRIDGE_SHARED", REPO.parent / "shared"))
+
+
+def _find_shared() -> Path:
+    """The shared test data: ``$PEGABRIDGE_SHARED``, else a ``shared`` folder beside the
+    repository or beside one of its parents (a CI clone may sit a level deeper)."""
+    if "PEGABRIDGE_SHARED" in os.environ:
+        return Path(os.environ["PEGABRIDGE_SHARED"])
+    for parent in REPO.parents:
+        candidate = parent / "shared"
+        if (candidate / "spec").is_dir():
+            return candidate
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 PG_ADMIN_DSN = os.environ.get(
     "PEGABRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
 )
