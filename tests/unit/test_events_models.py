@@ -139,8 +139,9 @@ def activities(draw: st.DrawFn) -> dict[str, Any]:
     metric = draw(st.sampled_from(METRICS))
     optional = {**_OPTIONAL, **_PER_METRIC.get(metric, {})}
     extra = draw(st.fixed_dictionaries({}, optional=optional))
-    if metric == "broadcasts":
-        extra.pop("metric_id", None)
+    if extra.get("broadcast_event_type") == "EMAIL":
+        # EMAIL only names a type together with a sub_type (spec); alone it is refused.
+        extra["sub_type"] = draw(_OPTIONAL["sub_type"])
     return {**minimal(metric), **extra}
 
 
