@@ -148,6 +148,11 @@ def _validated(values: ContentInput, current: Content | None) -> dict[str, Any]:
     return merged
 
 
+def check_new_content(values: ContentInput) -> None:
+    """Refuse a new content with errors before any transaction is opened."""
+    _validated(values, None)
+
+
 def _pick(value: str | None, current: Content | None, name: str) -> str:
     if value is not None:
         return value

@@ -203,6 +203,11 @@ async def create_trigger(
     return await get_trigger(conn, name), secret
 
 
+def check_trigger_input(values: TriggerInput) -> None:
+    """Refuse a trigger whose mapping cannot work, before a transaction opens."""
+    _checked_mapping(values)
+
+
 def _checked_mapping(values: TriggerInput) -> dict[str, Any]:
     if values.customer_key not in CUSTOMER_KEYS:
         raise MailingError(

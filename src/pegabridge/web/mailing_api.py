@@ -30,7 +30,12 @@ from pegabridge.mailing.customers import CustomerInput, ImportReport, read_csv
 from pegabridge.mailing.errors import MailingError
 from pegabridge.mailing.sends import SendSpec
 from pegabridge.mailing.service import Mailing
-from pegabridge.mailing.triggers import TriggerInput, TriggerService, create_trigger
+from pegabridge.mailing.triggers import (
+    TriggerInput,
+    TriggerService,
+    check_trigger_input,
+    create_trigger,
+)
 from pegabridge.store.tables import campaigns
 from pegabridge.web.api import ApiError, portal_of_request, read_body, runtime_of
 
@@ -218,11 +223,11 @@ async def create_content(
 ) -> dict[str, Any]:
     """Create a content; template errors answer 422 with part, line and cause."""
     portal_id = await _brand(request, brand_id)
+    values = ContentInput(**body.model_dump())
     async with _answers():
+        content_store.check_new_content(values)
         content = await runtime_of(request).committer.run(
-            lambda c: content_store.create_content(
-                c, portal_id, brand_id, ContentInput(**body.model_dump())
-            )
+            lambda c: content_store.create_content(c, portal_id, brand_id, values)
         )
     return content.as_json()
 
@@ -306,11 +311,11 @@ async def create_trigger_route(
 ) -> dict[str, Any]:
     """Create a trigger; its secret is in this answer only."""
     portal_id = await _brand(request, brand_id)
+    values = TriggerInput(**body.model_dump())
     async with _answers():
+        check_trigger_input(values)
         trigger, secret = await runtime_of(request).committer.run(
-            lambda c: create_trigger(
-                c, portal_id, brand_id, TriggerInput(**body.model_dump())
-            )
+            lambda c: create_trigger(c, portal_id, brand_id, values)
         )
     return {**trigger.as_json(), "secret": secret}
 
