@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]
 templates.env.filters["timestamp"] = lambda seconds, fmt="%Y-%m-%d %H:%M:%S": (
     dt.datetime.fromtimestamp(seconds, dt.UTC).strftime(fmt)
 )
@@ -426,6 +427,7 @@ async def _admin_context(request: Request, user: auth.User) -> dict[str, Any]:
         "portals": portal_rows,
         "brands": await visible_brands(request, user),
         "accounts": accounts,
+        "forms": {k: FormState() for k in ("portal", "brand", "user", "apikey")},
     }
 
 
@@ -434,16 +436,15 @@ async def admin_page(request: Request) -> Response:
     session = await require_session(request)
     _require_admin(session)
     context = await _admin_context(request, session.user)
-    return render(request, "admin.html", {**context, "forms": {}}, session)
+    return render(request, "admin.html", context, session)
 
 
 async def _admin_retry(
     request: Request, session: auth.Session, which: str, form: FormState
 ) -> Response:
     context = await _admin_context(request, session.user)
-    return render(
-        request, "admin.html", {**context, "forms": {which: form}}, session, 400
-    )
+    context["forms"][which] = form
+    return render(request, "admin.html", context, session, 400)
 
 
 def _int_field(values: dict[str, str], name: str, form: FormState) -> int:
@@ -563,7 +564,7 @@ async def admin_create_api_key(request: Request) -> Response:
     return render(
         request,
         "admin.html",
-        {**context, "forms": {}, "new_key": key, "new_key_portal": portal_id},
+        {**context, "new_key": key, "new_key_portal": portal_id},
         session,
     )
 

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from pegabridge.events.metrics import Activity
+from pegabridge.installs import service
 from pegabridge.installs.service import (
     INVOICE_INTERVALS,
     PO_NUMBER_MAX,
@@ -105,11 +106,21 @@ async def step1_submit(request: Request, portal_id: int, brand_id: int) -> Respo
     )
     password = values.get("password", "")
 
-    try:
-        headers = operations.parse_extra_headers(values.get("extra_headers", ""))
-        _check_step1(form, password, brand)
-    except InstallError as exc:
-        return _step1_error(request, session, brand, form, exc)
+    headers: dict[str, str] = {}
+    for check in (
+        lambda: service.check_endpoint_url(form.values["endpoint_url"]),
+        lambda: _check_username(form.values["username"]),
+        lambda: _check_password(password, brand),
+        lambda: headers.update(
+            operations.parse_extra_headers(form.values["extra_headers"])
+        ),
+    ):
+        try:
+            check()
+        except InstallError as exc:
+            form.errors.setdefault(exc.field, str(exc))
+    if form.errors:
+        return _step1_errors(request, session, brand, form)
 
     if values.get("action") == "test":
         return await _test(request, session, brand, form, password, headers)
@@ -131,9 +142,12 @@ async def step1_submit(request: Request, portal_id: int, brand_id: int) -> Respo
     return redirect(f"{brand.base_url}/install/2")
 
 
-def _check_step1(form: FormState, password: str, brand: BrandView) -> None:
-    if not form.values["username"].strip():
+def _check_username(username: str) -> None:
+    if not username.strip():
         raise InstallError("enter the username for the endpoint", "username")
+
+
+def _check_password(password: str, brand: BrandView) -> None:
     has_password = brand.installation is not None and brand.installation.password_set
     if not password and not has_password:
         raise InstallError("enter the password for the endpoint", "password")
@@ -148,11 +162,18 @@ def _step1_error(
     form: FormState,
     exc: InstallError,
 ) -> Response:
-    if _wants_json(request):
-        return JSONResponse(
-            {"ok": False, "outcome": "invalid", "message": str(exc)}, status_code=400
-        )
     form.errors[exc.field or "endpoint_url"] = str(exc)
+    return _step1_errors(request, session, brand, form)
+
+
+def _step1_errors(
+    request: Request, session: Session, brand: BrandView, form: FormState
+) -> Response:
+    if _wants_json(request):
+        first = next(iter(form.errors.values()))
+        return JSONResponse(
+            {"ok": False, "outcome": "invalid", "message": first}, status_code=400
+        )
     return _page(request, session, brand, 1, form, status=400)
 
 

@@ -15,7 +15,7 @@
     button.disabled = true;
     out.className = "test-result notice notice-info";
     out.textContent = "Testing the connection…";
-    fetch(form.action, {
+    fetch(form.getAttribute("action"), {
       method: "POST",
       body: data,
       credentials: "same-origin",
