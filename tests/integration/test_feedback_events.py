@@ -259,3 +259,23 @@ async def test_a_message_cut_off_before_the_outbox_is_finished_with_its_uuid(
     [event] = await events(runtime, "bounces")
     assert (finished, row["outcome"]) == (1, "sent")
     assert event["uuid"] == json.loads(json.loads(row["events"])[0])["uuid"]
+
+
+async def test_a_return_path_lowercased_on_the_way_falls_back_to_the_header(
+    runtime: Runtime, intake: FeedbackIntake
+) -> None:
+    sent = await sent_to(runtime, "lou@inbox.example")
+    lowered = Sent(
+        sent.broadcast_id,
+        sent.customer_id,
+        sent.email_address,
+        "<other@brand.example>",
+        sent.token.lower(),
+    )
+    raw = sample("dsn-user-unknown.eml", lowered, header=sent.token)
+
+    recorded = await intake.accept(raw, envelope_recipients=[lowered.return_path])
+
+    [row] = await feedback_rows(runtime)
+    assert recorded.broadcast_id == sent.broadcast_id
+    assert json.loads(row["summary"])["matched_by"] == "header"
