@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -17,9 +18,11 @@ from mailing_support import (
 from pegabridge.config import Settings
 from pegabridge.mailing.contents import ContentInput, create_content
 from pegabridge.mailing.customers import CustomerInput, create_customer
+from pegabridge.mailing.errors import SendFailed
 from pegabridge.mailing.sends import SendSpec
 from pegabridge.mailing.service import Mailing
 from pegabridge.mailing.settings import MailSettings
+from pegabridge.mailing.transport import TransportError
 from pegabridge.sandbox import SandboxEndpoint
 from pegabridge.web.runtime import Runtime
 
@@ -125,3 +128,127 @@ async def test_single_send_reaches_smtp_and_pega_with_the_offer_ids(
         }
         and event["broadcast_id"] == broadcast_id
     )
+
+
+async def _customers(runtime: Runtime, count: int, **counters: int) -> list[int]:
+    from pegabridge.store.tables import customers
+
+    async def insert(conn: object) -> list[int]:
+        ids = []
+        for i in range(count):
+            customer = await create_customer(
+                conn,  # type: ignore[arg-type]
+                PORTAL_ID,
+                BRAND_ID,
+                CustomerInput(
+                    email=f"c{i}-{len(counters)}@example.org", first_name="C"
+                ),
+            )
+            ids.append(customer.id)
+        if counters:
+            await conn.execute(  # type: ignore[attr-defined]
+                customers.update().where(customers.c.id.in_(ids)).values(**counters)
+            )
+        return ids
+
+    return await runtime.committer.run(insert)
+
+
+class _FailingAfter:
+    """A transport that takes ``limit`` messages, then reports the relay down."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self.inner, self.limit, self.taken = inner, limit, 0
+
+    async def send(self, envelope: Any, message: bytes) -> Any:
+        if self.taken >= self.limit:
+            raise TransportError("relay down (test)")
+        self.taken += 1
+        return await self.inner.send(envelope, message)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_bulk_send_skips_customers_who_are_not_mailable_and_counts_them(
+    mailing: tuple[Runtime, Mailing], sink: Sink, sandbox: SandboxEndpoint
+) -> None:
+    runtime, parts = mailing
+    content_id, _ = await _content_and_customer(runtime)
+    await _customers(runtime, 3, bounce_count_hard=1)
+    await _customers(runtime, 2, bounce_count_soft=5, complaint_count=0)
+
+    send_id = await parts.sender.create_send(
+        SendSpec(PORTAL_ID, BRAND_ID, "QUICKMAIL", content_id)
+    )
+    summary = await parts.sender.run_send(send_id)
+
+    assert summary.report.sent == 1
+    assert summary.report.skipped == {"hard-bounced": 3, "soft-bounced": 2}
+    assert len(await sink.wait_for(1)) == 1
+
+
+async def test_a_send_stopped_by_the_relay_resumes_without_doubles(
+    mailing: tuple[Runtime, Mailing],
+    sink: Sink,
+    sandbox: SandboxEndpoint,
+    settings: Settings,
+) -> None:
+    runtime, parts = mailing
+    content_id, _ = await _content_and_customer(runtime)
+    await _customers(runtime, 11)
+    send_id = await parts.sender.create_send(
+        SendSpec(PORTAL_ID, BRAND_ID, "QUICKMAIL", content_id)
+    )
+    broken = Mailing.assemble(
+        settings,
+        runtime.db,
+        runtime.committer,
+        runtime.vault,
+        runtime.recorder,
+        mail_settings=parts.settings,
+        transport=_FailingAfter(parts.transport, 5),
+    )
+
+    with pytest.raises(SendFailed):
+        await broken.sender.run_send(send_id)
+    summary = await parts.sender.run_send(send_id)
+    await sandbox.wait_for(12)
+
+    ids = [r.json()["broadcast_id"] for r in sandbox.received]
+    assert summary.report.sent == 12 and len(sink.handler.received) == 12
+    assert len(set(ids)) == len(ids) == 12
+
+
+async def test_a_recipient_refused_by_the_relay_is_a_hard_bounce_at_once(
+    mailing: tuple[Runtime, Mailing], sink: Sink, sandbox: SandboxEndpoint
+) -> None:
+    runtime, parts = mailing
+    content_id, customer_id = await _content_and_customer(runtime)
+    sink.handler.refuse["ann@example.org"] = "550 5.1.1 <ann@example.org>: no such user"
+
+    await parts.sender.send_single(
+        SendSpec(PORTAL_ID, BRAND_ID, "SINGLEMAIL", content_id), customer_id
+    )
+    await sandbox.wait_for(2)
+
+    events = {r.json()["metric"]: r.json() for r in sandbox.received}
+    assert events["bounces"]["bounce_type"] == "HARD"
+    assert events["bounces"]["bounce_code"] == "5.1.1"
+    assert events["bounces"]["bounce_count_hard"] == 1
+
+
+async def test_without_tracking_consent_there_is_no_pixel_and_no_tracked_link(
+    mailing: tuple[Runtime, Mailing], sink: Sink
+) -> None:
+    runtime, parts = mailing
+    content_id, customer_id = await _content_and_customer(runtime, consent=False)
+
+    await parts.sender.send_single(
+        SendSpec(PORTAL_ID, BRAND_ID, "SINGLEMAIL", content_id), customer_id
+    )
+    [received] = await sink.wait_for(1)
+
+    html = received.parsed().get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "/t/c/" not in html and "/t/o/" not in html and "/t/s/" not in html
+    assert 'href="https://shop.example/s"' in html
