@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import socket
 import time
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ class GuardedResolver(AbstractResolver):
             self._guard.check_addresses(host, [r["host"] for r in results])
         except EndpointRefused as exc:
             # aiohttp turns an OSError from a resolver into a connection error.
-            raise OSError(str(exc)) from exc
+            raise OSError(errno.EACCES, str(exc)) from exc
         return results
 
     async def close(self) -> None:
