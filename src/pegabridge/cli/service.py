@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,6 +50,12 @@ def serve(
 
     logs.configure()
     settings = get_settings()
+    if "PEGABRIDGE_PUBLIC_BASE_URL" not in os.environ:
+        # Links printed and mailed should point at where this server really listens.
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = settings.model_copy(
+            update={"public_base_url": f"http://{shown}:{port}"}
+        )
     console.print(
         f"pegabridge on http://{host}:{port}  (database: "
         f"{_safe_url(settings.resolved_database_url())})"
