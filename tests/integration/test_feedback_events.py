@@ -279,3 +279,20 @@ async def test_a_return_path_lowercased_on_the_way_falls_back_to_the_header(
     [row] = await feedback_rows(runtime)
     assert recorded.broadcast_id == sent.broadcast_id
     assert json.loads(row["summary"])["matched_by"] == "header"
+
+
+async def test_a_recorded_bounce_moves_the_bounce_and_feedback_metrics(
+    runtime: Runtime, intake: FeedbackIntake
+) -> None:
+    from pegabridge.metrics import REGISTRY
+
+    def sample_value(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    bounce_labels = {"type": "HARD", "reason": "user unknown"}
+    before = sample_value("pegabridge_bounces_total", bounce_labels)
+    sent = await sent_to(runtime, "grace@inbox.example")
+
+    await intake.accept(sample("dsn-user-unknown.eml", sent))
+
+    assert sample_value("pegabridge_bounces_total", bounce_labels) == before + 1

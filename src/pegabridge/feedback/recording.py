@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -51,6 +52,7 @@ from pegabridge.feedback.models import (
     FeedbackReport,
     RecipientFeedback,
 )
+from pegabridge.metrics import observe_bounce, observe_feedback
 from pegabridge.store.tables import customers, feedback_messages
 from pegabridge.store.writer import GroupCommitter
 
@@ -123,6 +125,8 @@ async def record_feedback(
 
     written = await sink.committer.run(operation)
     recorded = await _finish(sink, written)
+    if not recorded.seen_before:
+        _count(recorded, written.events)
 
     logger.info(
         "feedback message recorded",
@@ -354,6 +358,13 @@ async def _finish(sink: FeedbackSink, written: _Written) -> Recorded:
         recorded.event_uuids,
         recorded.seen_before,
     )
+
+
+def _count(recorded: Recorded, events: Sequence[BaseEvent]) -> None:
+    observe_feedback(recorded.kind.value, recorded.outcome.value)
+    for event in events:
+        if isinstance(event, BounceEvent):
+            observe_bounce(event.bounce_type, event.bounce_reason)
 
 
 def _stored_events(stored: str) -> tuple[BaseEvent, ...]:
