@@ -9,6 +9,7 @@ out raises `NotFound`, before anything is written.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -57,6 +58,9 @@ CONTEXT_FIELDS: Final = frozenset(BaseEvent.model_fields) - {
     "metric_timestamp",
     "metric_id",
 }
+
+CLICK_WINDOW_S: Final = 5.0
+"""How far back other clicks of an email are looked at (above the timing windows)."""
 
 _METRIC_OF: Final = {model: metric for metric, model in EVENT_MODELS.items()}
 
@@ -146,12 +150,20 @@ class TrackingService:
     async def click(self, token: str, request: Request, kind: HitKind) -> Redirect:
         """Record a click on a template link (`CLICK`) or short link (`SHORT`)."""
         payload = self._verify(token, TokenKind.CLICK)
-        broadcast = await self._broadcast(payload)
-        link = await self.records.link(payload.portal_id, payload.link_id)
+        # Independent lookups run together: one round of reads, not three.
+        broadcast, link, committed = await asyncio.gather(
+            self.records.broadcast(payload.portal_id, payload.broadcast_id),
+            self.records.link(payload.portal_id, payload.link_id),
+            self.records.recent_clicks(
+                payload.portal_id, payload.broadcast_id, request.at - CLICK_WINDOW_S
+            ),
+        )
+        if broadcast is None:
+            _refuse("broadcast", payload)
         if link is None or link.kind != kind.value or not _safe_destination(link.url):
             _refuse("link", payload, kind=kind.value)
 
-        verdict = await self._click_verdict(broadcast, link, request)
+        verdict = await self._click_verdict(broadcast, link, committed, request)
         model = ClickEvent if kind is HitKind.CLICK else ShortLinkEvent
         event = build_event(
             model,
@@ -276,16 +288,22 @@ class TrackingService:
         return broadcast
 
     async def _click_verdict(
-        self, broadcast: BroadcastRecord, link: LinkRecord, request: Request
+        self,
+        broadcast: BroadcastRecord,
+        link: LinkRecord,
+        committed: list[tuple[int, float]],
+        request: Request,
     ) -> machine.Verdict:
-        settings = self.detector.settings
-        window_s = max(settings.burst_window_s, settings.min_click_interval_s) + 1.0
-        committed = await self.records.recent_clicks(broadcast, request.at - window_s)
-        link_count = await self.records.link_count(broadcast.content_id)
+        link_count = await self.records.link_count(link.content_id)
 
         # From here to `remember` nothing awaits: concurrent clicks see each other.
         elapsed_s = seconds_since_send(request.at, broadcast)
-        recent = self._recent.merged(broadcast, committed, request.at - window_s)
+        since = request.at - CLICK_WINDOW_S
+        prior = [
+            machine.PriorClick(link_id, seconds_since_send(at, broadcast) or 0.0)
+            for link_id, at in committed
+        ]
+        recent = self._recent.merged(broadcast, prior, since)
         verdict = self.detector.classify(
             machine.Hit(
                 kind=machine.HitKind.CLICK,

@@ -28,7 +28,7 @@ from pegabridge.tracking.relay_ranges import (
     AddressRanges,
     load_configured_ranges,
 )
-from pegabridge.tracking.service import NotFound, TrackingService
+from pegabridge.tracking.service import CLICK_WINDOW_S, NotFound, TrackingService
 from pegabridge.tracking.service import Request as Hit
 from pegabridge.tracking.urls import key_ring_for
 from pegabridge.web.api import ApiError, portal_of_request, read_body
@@ -84,7 +84,7 @@ def build_service(runtime: Runtime) -> TrackingService:
     return TrackingService(
         ring,
         detector,
-        TrackingRecords(runtime.db),
+        TrackingRecords(runtime.db, click_window_s=CLICK_WINDOW_S),
         writer,
         uuid_secret=runtime.vault.derive(b"tracking-uuid"),
     )
