@@ -18,6 +18,7 @@ sends the customer to that destination byte for byte.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import json
 import re
@@ -143,7 +144,9 @@ def _anchors(body: str, tracking_base: str) -> Iterable[_Anchor]:
         )
 
 
+@functools.lru_cache(maxsize=4096)
 def _spec_of(attributes: str, inner: str, tracking_base: str) -> LinkSpec | None:
+    # Cached: a content's anchors repeat in every email of a send.
     values = _attribute_values(attributes)
     url = html.unescape(values.get("href", "").strip())
     if not url or not is_trackable(url, tracking_base):

@@ -138,7 +138,13 @@ class Renderer:
         """The email of ``content`` for one customer; makes link rows on first use."""
         track = personal.customer.tracking_consent
         shorts: list[LinkSpec] = []
-        context = self._context(content, personal, track, shorts)
+        unsubscribe = self._urls.unsubscribe_url(
+            personal.portal_id, personal.broadcast_id
+        )
+        token = broadcast_token(
+            self._urls.ring, personal.portal_id, personal.broadcast_id
+        )
+        context = self._context(personal, track, shorts, unsubscribe)
         subject, html, text = self._compiled.get(content).render(context)
 
         if shorts:
@@ -150,12 +156,14 @@ class Renderer:
             await self._registry.ensure(personal.portal_id, content.id, specs)
 
         html, text = self._track(content, personal, track, html, text)
-        message = self._message(content, personal, subject, html, text)
+        message = self._message(
+            content, personal, subject, html, text, unsubscribe, token
+        )
         return RenderedEmail(
             subject,
             message,
             personal.message_id,
-            Envelope(self.return_path(personal), personal.recipient),
+            Envelope(f"{VERP_PREFIX}{token}@{self._domain}", personal.recipient),
         )
 
     def return_path(self, personal: Personal) -> str:
@@ -167,10 +175,10 @@ class Renderer:
 
     def _context(
         self,
-        content: Content,
         personal: Personal,
         track: bool,
         shorts: list[LinkSpec],
+        unsubscribe: str,
     ) -> dict[str, Any]:
         def short_link(url: Any, alt: Any = "", **_: Any) -> str:
             if not track:
@@ -181,9 +189,7 @@ class Renderer:
         return template_context(
             personal.customer.for_template(),
             personal.variables,
-            unsubscribe_url=self._urls.unsubscribe_url(
-                personal.portal_id, personal.broadcast_id
-            ),
+            unsubscribe_url=unsubscribe,
             brand_name=personal.brand_name,
             short_link=short_link,
         )
@@ -232,18 +238,14 @@ class Renderer:
         subject: str,
         html: str,
         text: str,
+        unsubscribe: str,
+        token: str,
     ) -> bytes:
         from_name, from_address = normalise_from(
             content.from_address or self._settings.mail_from
         )
         customer = personal.customer
         full_name = f"{customer.first_name} {customer.last_name}".strip()
-        unsubscribe = self._urls.unsubscribe_url(
-            personal.portal_id, personal.broadcast_id
-        )
-        token = broadcast_token(
-            self._urls.ring, personal.portal_id, personal.broadcast_id
-        )
         headers = [
             ("From", encode_address(from_name, from_address)),
             ("To", encode_address(full_name, personal.recipient)),
