@@ -232,3 +232,26 @@ async def test_the_session_cookie_is_http_only_and_same_site_lax(served: Any) ->
     header = response.headers["set-cookie"].lower()
     assert "pb_session=" in header and "httponly" in header and "samesite=lax" in header
     await fresh.aclose()
+
+
+async def test_the_installation_page_statement_and_uninstall_work_after_the_wizard(
+    served: Any, sandbox: SandboxEndpoint
+) -> None:
+    client = await signed_in_admin(served)
+    values = {"endpoint_url": sandbox.url, "username": "pega", "password": "s3cret"}
+    await post_form(client, "/brands/1/10/install/1", {**values, "action": "next"})
+    await post_form(
+        client,
+        "/brands/1/10/install/3",
+        {"invoice_interval": "yearly", "po_number": "PO-9"},
+    )
+
+    page = await client.get("/brands/1/10/pega")
+    statement = await client.get("/brands/1/10/pega/invoice.csv")
+    confirm = await client.get("/brands/1/10/pega/uninstall")
+    await post_form(client, "/brands/1/10/pega/uninstall", {})
+
+    assert "Active" in page.text and "PO-9" in statement.text
+    assert "No events are waiting" in confirm.text
+    assert await installation(served, 1, 10) is None
+    await client.aclose()
