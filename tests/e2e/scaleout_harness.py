@@ -147,9 +147,11 @@ class Workers:
     env: dict[str, str]
     log_dir: Path
     processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    starts: Counter[int] = field(default_factory=Counter)
     kills: int = 0
 
     def start(self, index: int) -> None:
+        self.starts[index] += 1
         log = (self.log_dir / f"worker-{index}.log").open("ab")
         self.processes[index] = subprocess.Popen(
             [PEGABRIDGE, "worker"], env=self.env, stdout=log, stderr=log
@@ -166,16 +168,35 @@ class Workers:
         process.wait()
         self.kills += 1
 
+    def delivering(self) -> list[int]:
+        """The workers whose latest start got as far as delivering."""
+        return [
+            index
+            for index in sorted(self.processes)
+            if (self.log_dir / f"worker-{index}.log")
+            .read_bytes()
+            .count(b'"delivery.started"')
+            >= self.starts[index]
+        ]
+
     async def kill_and_restart_at_random(
         self, stop: asyncio.Event, every_s: float, down_s: float
     ) -> None:
-        """Until ``stop``: SIGKILL a random worker now and then, and start it again."""
+        """Until ``stop``: SIGKILL a random worker now and then, and start it again.
+
+        Only a worker that is delivering is killed, and only while another one is
+        delivering too: on a loaded machine a start takes seconds, and killing workers
+        that are still starting would test nothing.
+        """
         rng = random.Random()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), rng.uniform(0.5, 1.5) * every_s)
                 return
-            index = rng.choice(sorted(self.processes))
+            delivering = self.delivering()
+            if len(delivering) < 2:
+                continue
+            index = rng.choice(delivering)
             self.kill(index)
             await asyncio.sleep(down_s)
             self.start(index)
