@@ -20,6 +20,7 @@ from typing import Any, Final, NoReturn
 
 from pydantic import ValidationError
 
+from pegabridge.events.build import base_fields_from_context
 from pegabridge.events.models import (
     EVENT_MODELS,
     BaseEvent,
@@ -50,14 +51,6 @@ from pegabridge.tracking.tokens import InvalidToken, KeyRing, TokenKind, TokenPa
 from pegabridge.tracking.utm import google_fields
 
 logger = logging.getLogger(__name__)
-
-# Fields of an event that come from the broadcast's context; the rest are the hit's.
-CONTEXT_FIELDS: Final = frozenset(BaseEvent.model_fields) - {
-    "uuid",
-    "metric",
-    "metric_timestamp",
-    "metric_id",
-}
 
 CLICK_WINDOW_S: Final = 5.0
 """How far back other clicks of an email are looked at (above the timing windows)."""
@@ -405,7 +398,7 @@ def build_event(
         "customer_id": broadcast.customer_id,
         "content_id": broadcast.content_id,
     }
-    context = {k: v for k, v in broadcast.context.items() if k in CONTEXT_FIELDS}
+    context = base_fields_from_context(dict(broadcast.context))
     metric = _METRIC_OF[model]
     base = {
         "uuid": str(uuid.uuid4()),
