@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     circuit_threshold: int = 5
     circuit_probe_s: float = 30.0
     pause_after_400s: int = 3
-    allow_private_endpoints: bool = True
 
     # Database (PostgreSQL): pool, timeouts, and waking workers on new events.
     db_pool_size: int = Field(default=10, ge=1, le=500)
