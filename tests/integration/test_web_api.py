@@ -104,9 +104,6 @@ async def test_a_po_number_of_ten_thousand_characters_is_refused(
     await client.aclose()
 
 
-# TODO: drop this filter when tracking_routes' HEAD routes get their own operation
-# ids (until then FastAPI warns about duplicates while building the document).
-@pytest.mark.filterwarnings("ignore:Duplicate Operation ID:UserWarning")
 async def test_the_openapi_document_lists_the_installation_operations(
     served: Any,
 ) -> None:

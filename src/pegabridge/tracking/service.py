@@ -30,6 +30,7 @@ from pegabridge.events.models import (
     ShortLinkEvent,
     UnsubscribeEvent,
 )
+from pegabridge.metrics import observe_tracking_hit
 from pegabridge.tracking import machine
 from pegabridge.tracking.agents import classify_agent
 from pegabridge.tracking.conversions import Conversion
@@ -334,6 +335,7 @@ class TrackingService:
             )
         )
         _log_hit(row, verdict)
+        observe_tracking_hit(kind.value, verdict.machine_generated, verdict.reason)
         return written
 
 
