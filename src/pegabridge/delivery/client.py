@@ -60,6 +60,9 @@ class EndpointClient:
         self._headers = config.headers()
         self._session: aiohttp.ClientSession | None = None
         self._guard = config.guard or EndpointGuard.from_settings(get_settings())
+        # IP literals never reach the resolver, so they are checked here; the URL and
+        # the guard do not change for the life of a client, so once is enough.
+        self._literal_refusal = _literal_refusal(self._guard, config.url)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -81,9 +84,9 @@ class EndpointClient:
     async def post(self, payload: str) -> AttemptResult:
         """POST ``payload``; never raises for network trouble, it is in the result."""
         started = time.perf_counter()
+        if self._literal_refusal:
+            return AttemptResult(None, _ms_since(started), error=self._literal_refusal)
         try:
-            # IP literals never reach the resolver, so they are checked here.
-            self._guard.check_literal(self.config.url)
             session = self._open()
             async with session.post(self.config.url, data=payload.encode()) as response:
                 body = await response.content.read(4096)
@@ -105,6 +108,14 @@ class EndpointClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _literal_refusal(guard: EndpointGuard, url: str) -> str:
+    try:
+        guard.check_literal(url)
+    except EndpointRefused as exc:
+        return str(exc)[:300]
+    return ""
 
 
 class GuardedResolver(AbstractResolver):
