@@ -1,9 +1,15 @@
-"""SIGKILL ``pegabridge serve`` while events are handed in and sent: none is lost."""
+"""``pegabridge serve`` as a child process: SIGKILLed, none lost; dead letters replayed.
+
+The first test kills the service while events are handed in and while they are sent;
+every acknowledged event must still arrive. The second lets events die against an
+endpoint that is down and brings them back with ``pegabridge dead-letters replay``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -53,8 +59,9 @@ def free_port() -> int:
 class Server:
     """``pegabridge serve`` as a child process that can be killed and started again."""
 
-    def __init__(self, var_dir: Path) -> None:
+    def __init__(self, var_dir: Path, **extra_env: str) -> None:
         self.var_dir = var_dir
+        self.extra_env = extra_env
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -63,7 +70,7 @@ class Server:
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEGABRIDGE_")}
-        env.update(FAST, PEGABRIDGE_VAR_DIR=str(self.var_dir))
+        env.update(FAST, **self.extra_env, PEGABRIDGE_VAR_DIR=str(self.var_dir))
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 str(PEGABRIDGE), "serve", "--port", str(self.port),
@@ -207,3 +214,42 @@ async def test_no_acknowledged_event_is_lost_when_serve_is_killed_twice(
     print(f"kill test: {len(delivered)} delivered, {duplicates} duplicates")
     assert len(acknowledged) == EVENTS
     assert sorted(acknowledged - set(delivered)) == []
+
+
+async def cli(var_dir: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEGABRIDGE_")}
+    env.update(PEGABRIDGE_VAR_DIR=str(var_dir), COLUMNS="200")
+    process = await asyncio.create_subprocess_exec(
+        str(PEGABRIDGE), *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+    return output.decode()
+
+
+async def test_dead_letters_are_listed_and_replayed_with_their_uuid(
+    tmp_path: Path, sandbox: SandboxEndpoint
+) -> None:
+    server = Server(tmp_path / "var", PEGABRIDGE_RETRY_MAX_AGE_S="0.5")
+    await install(server.var_dir, sandbox.url)
+    sandbox.responder = lambda _request: (503, "Pega is down")
+    batch = batches()[0][:1]
+    (tmp_path / "one.json").write_text(json.dumps(batch))
+    await server.start()
+    try:
+        await cli(server.var_dir, "ingest", str(tmp_path / "one.json"))
+        for _ in range(300):
+            listed = await cli(server.var_dir, "dead-letters", "list")
+            if batch[0]["uuid"] in listed:
+                break
+            await asyncio.sleep(0.2)
+
+        sandbox.responder = None
+        await cli(server.var_dir, "dead-letters", "replay")
+        [received] = await sandbox.wait_for(1, timeout_s=30)
+    finally:
+        await server.stop()
+
+    assert batch[0]["uuid"] in listed
+    assert received.json()["uuid"] == batch[0]["uuid"]
