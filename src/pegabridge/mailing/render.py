@@ -94,12 +94,8 @@ def return_domain(settings: MailSettings) -> str:
 
 
 def broadcast_token(ring: KeyRing, portal_id: int, broadcast_id: int) -> str:
-    """The token naming a broadcast in its return path and broadcast header.
-
-    # TODO: a token kind of its own for bounces (until tracking.tokens has one); the
-    # open kind is used, which names the same broadcast and nothing more.
-    """
-    return ring.sign(TokenPayload(TokenKind.OPEN, portal_id, broadcast_id))
+    """The token naming a broadcast in its return path and broadcast header."""
+    return ring.sign(TokenPayload(TokenKind.BOUNCE, portal_id, broadcast_id))
 
 
 def broadcast_of_return_path(ring: KeyRing, address: str) -> tuple[int, int] | None:

@@ -51,6 +51,9 @@ class TokenKind(IntEnum):
     CLICK = 1
     UNSUBSCRIBE = 2
     CONVERSION = 3
+    # The return path and broadcast header of a sent email: names the broadcast that a
+    # bounce or complaint comes back about.
+    BOUNCE = 4
 
 
 @dataclass(frozen=True, slots=True)
