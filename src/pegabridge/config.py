@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 15.0
     poll_interval_s: float = 0.5
-    lease_s: float = 60.0
+    lease_s: float = 30.0
     memory_queue_limit: int = 20_000
     claim_batch: int = 500
     retry_base_s: float = 10.0

@@ -40,6 +40,10 @@ from pegabridge.store.writer import GroupCommitter
 
 log = logging.getLogger(__name__)
 
+# An event is sent only while its lease has at least this long to run: a POST that
+# starts just before the lease ends could finish after another process claimed it.
+_LEASE_MARGIN_S = 1.0
+
 
 def make_node_id() -> str:
     """A name for this process that no other process has, now or later."""
@@ -395,6 +399,10 @@ class DeliveryEngine:
                 self._queue_outcome(
                     self._released(lane, event, "installation not sending")
                 )
+                continue
+            if time.time() + _LEASE_MARGIN_S >= event.lease_until:
+                # Waited in memory past its lease: another process may own it now.
+                self._queue_outcome(self._released(lane, event, "lease ran out"))
                 continue
             result = await lane.client.post(event.payload)
             await self._settle(lane, event, result)

@@ -54,6 +54,9 @@ class Leased:
     attempts: int
     created_at: float
     replayed_at: float | None = None
+    # Until when this process holds the lease (Unix seconds); after that another
+    # process may have claimed the event, so this one must not send it.
+    lease_until: float = float("inf")
 
     @property
     def retry_window_start(self) -> float:
@@ -178,6 +181,7 @@ async def claim_due(
             r.attempts,
             r.created_at,
             r.replayed_at,
+            now + lease_s,
         )
         for r in rows
     ]

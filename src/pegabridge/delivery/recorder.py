@@ -231,11 +231,21 @@ class Recorder:
         if self._engine is None or not reserved:
             return
         now = time.time()
+        # The rows were leased when they were written, a moment before now: count the
+        # lease from a second earlier to stay on the safe side.
+        lease_until = now + self._engine.lease_s - 1.0
         per_installation: dict[int, list[Leased]] = defaultdict(list)
         for event in written:
             if event.state is State.PENDING and event.installation_id in reserved:
                 per_installation[event.installation_id].append(
-                    Leased(event.uuid, event.installation_id, event.payload, 0, now)
+                    Leased(
+                        event.uuid,
+                        event.installation_id,
+                        event.payload,
+                        0,
+                        now,
+                        lease_until=lease_until,
+                    )
                 )
         for installation_id, leased in per_installation.items():
             self._engine.offer(installation_id, leased)

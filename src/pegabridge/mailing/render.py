@@ -36,7 +36,7 @@ from pegabridge.mailing.mime import (
 )
 from pegabridge.mailing.settings import MailSettings
 from pegabridge.mailing.templates import template_context
-from pegabridge.tracking.tokens import InvalidToken, KeyRing, TokenKind, TokenPayload
+from pegabridge.tracking.tokens import KeyRing, TokenKind, TokenPayload
 from pegabridge.tracking.urls import TrackingUrls
 
 BROADCAST_HEADER = "X-Pegabridge-Broadcast"
@@ -96,21 +96,6 @@ def return_domain(settings: MailSettings) -> str:
 def broadcast_token(ring: KeyRing, portal_id: int, broadcast_id: int) -> str:
     """The token naming a broadcast in its return path and broadcast header."""
     return ring.sign(TokenPayload(TokenKind.BOUNCE, portal_id, broadcast_id))
-
-
-def broadcast_of_return_path(ring: KeyRing, address: str) -> tuple[int, int] | None:
-    """(portal id, broadcast id) of a VERP address ``bounce+<token>@domain``, if valid.
-
-    For the feedback side: a bounce sent to our return path names its broadcast.
-    """
-    local = address.strip().strip("<>").rpartition("@")[0]
-    if not local.lower().startswith(VERP_PREFIX):
-        return None
-    try:
-        payload = ring.verify(local[len(VERP_PREFIX) :], kind=TokenKind.OPEN)
-    except InvalidToken:
-        return None
-    return payload.portal_id, payload.broadcast_id
 
 
 class Renderer:
