@@ -217,3 +217,51 @@ async def test_every_attempt_is_logged_with_its_outcome(pega_app: Any) -> None:
 
     await eventually(three_logged)
     assert await logged() == ["retry", "retry", "delivered"]
+
+
+async def test_an_event_whose_lease_ran_out_in_memory_is_released_not_sent(
+    pega_app: Any,
+) -> None:
+    await pega_app.install()
+    await asyncio.sleep(0.3)  # the poller has made the installation's lane
+    pega_app.runtime.settings.poll_interval_s = 60.0
+    await asyncio.sleep(0.2)
+    engine = pega_app.runtime.delivery
+    [lane_id] = engine.lane_stats()
+    now = time.time()
+    event_uuid = "0b5d7a8e-9f3c-4d21-8a6b-5c4e3f2a1b0d"
+
+    async def write(conn: Any) -> None:
+        await conn.execute(
+            outbox_table.insert().values(
+                uuid=event_uuid,
+                portal_id=1746,
+                brand_id=1,
+                installation_id=lane_id,
+                metric="opens",
+                metric_id=1,
+                payload="{}",
+                state="pending",
+                created_at=now,
+                next_attempt_at=now,
+                leased_by=engine.node,
+                lease_until=now - 1,
+            )
+        )
+
+    await pega_app.runtime.committer.run(write)
+    engine.offer(
+        lane_id, [outbox.Leased(event_uuid, lane_id, "{}", 0, now, None, now - 1)]
+    )
+
+    async def released() -> bool:
+        async with pega_app.runtime.db.connect() as conn:
+            holder = await conn.scalar(
+                select(outbox_table.c.leased_by).where(
+                    outbox_table.c.uuid == event_uuid
+                )
+            )
+        return holder is None
+
+    await eventually(released, timeout_s=5)
+    assert pega_app.sandbox.received == []
