@@ -14,7 +14,7 @@ from sqlalchemy import select
 from pegabridge.config import Settings
 from pegabridge.delivery import outbox
 from pegabridge.delivery.outbox import Leased
-from pegabridge.delivery.recorder import Recorder
+from pegabridge.delivery.recorder import Recorder, Submitted
 from pegabridge.events.metrics import Activity
 from pegabridge.events.models import BroadcastEvent, OpenEvent
 from pegabridge.installs import service
@@ -183,3 +183,34 @@ async def test_an_expired_lease_makes_an_event_due_again_for_another_node(
 
     assert installation_id is None
     assert [len(first), len(while_leased), len(after_expiry)] == [1, 0, 1]
+
+
+async def test_numbers_made_later_never_repeat_a_metric_id_a_sender_chose(
+    committer: GroupCommitter,
+) -> None:
+    recorder = Recorder(committer)
+    chosen = Submitted(open_event(metric_id=7), has_metric_id=True)
+
+    await recorder.record([open_event(), chosen])
+    await recorder.record([open_event()])
+
+    # The chosen 7 moves the sequence first, so the numbers made go on from 8.
+    assert [r.metric_id for r in await rows(committer)] == [8, 7, 9]
+
+
+async def test_dead_letters_of_an_uninstalled_brand_stay_dead_on_replay(
+    committer: GroupCommitter,
+) -> None:
+    await Recorder(committer).record([open_event()])
+
+    async def kill_and_uninstall(conn: Any) -> int:
+        await conn.execute(outbox_table.update().values(state="dead"))
+        installation = await service.find_installation(conn, 1746, 1)
+        assert installation is not None
+        await service.uninstall(conn, installation.id)
+        return await outbox.replay_dead(conn, time.time())
+
+    replayed = await committer.run(kill_and_uninstall)
+
+    assert replayed == 0
+    assert [r.state for r in await rows(committer)] == ["dead"]

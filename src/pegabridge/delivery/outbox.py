@@ -16,7 +16,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pegabridge.store.tables import delivery_attempts, outbox
+from pegabridge.store.tables import delivery_attempts, installations, outbox
 
 
 class State(StrEnum):
@@ -311,8 +311,18 @@ async def replay_dead(
     uuids: Sequence[str] | None = None,
     since: float | None = None,
 ) -> int:
-    """Make dead letters pending again, with their payload and ``uuid`` unchanged."""
-    conditions = [outbox.c.state == State.DEAD.value]
+    """Make dead letters pending again, with their payload and ``uuid`` unchanged.
+
+    Only events of a live installation come back: an uninstalled brand has nowhere to
+    send them, so they stay dead letters.
+    """
+    live = select(installations.c.id).where(
+        installations.c.state.in_(["active", "paused"])
+    )
+    conditions = [
+        outbox.c.state == State.DEAD.value,
+        outbox.c.installation_id.in_(live),
+    ]
     if installation_id is not None:
         conditions.append(outbox.c.installation_id == installation_id)
     if uuids is not None:

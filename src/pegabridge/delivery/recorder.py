@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import case, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -309,6 +309,7 @@ async def _number(
         for a in activities
         if not a.has_metric_id and a.event.metric != Metric.BROADCASTS
     )
+    await _respect_given_ids(conn, activities)
     next_ids = {
         key: await _allocate(conn, *key, count) for key, count in needed.items()
     }
@@ -324,6 +325,36 @@ async def _number(
         else:
             numbered[id(activity)] = activity.event
     return numbered
+
+
+async def _respect_given_ids(
+    conn: AsyncConnection, activities: list[Submitted]
+) -> None:
+    """Move each sequence past the ``metric_id`` values senders chose themselves.
+
+    A number we make later then never repeats one a sender already used.
+    """
+    highest: dict[tuple[int, str], int] = {}
+    for a in activities:
+        if a.has_metric_id and a.event.metric != Metric.BROADCASTS:
+            key = (a.event.portal_id, a.event.metric)
+            highest[key] = max(highest.get(key, 0), a.event.metric_id)
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for (portal_id, name), value in highest.items():
+        statement = dialect.insert(sequences).values(
+            portal_id=portal_id, name=name, last_value=value
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["portal_id", "name"],
+            set_={
+                "last_value": case(
+                    (sequences.c.last_value < value, value),
+                    else_=sequences.c.last_value,
+                )
+            },
+        )
+        await conn.execute(statement)
 
 
 async def _allocate(
