@@ -35,11 +35,27 @@ BENCHMARKS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "aiohttp and httpx side by side, small JSON POSTs, keep-alive",
         {"count": 2000, "rounds": 2},
     ),
-    "tracking": ("bench.bench_tracking", "open pixel and redirects over HTTP", {}),
-    "mailing": ("bench.bench_mailing", "bulk send into a local SMTP sink", {}),
-    "feedback": ("bench.bench_feedback", "bounce messages parsed and classified", {}),
+    "tracking": (
+        "bench.bench_tracking",
+        "open pixel and redirects over HTTP, events recorded",
+        {"count": 5000},
+    ),
+    "mailing": (
+        "bench.bench_mailing",
+        "bulk send into a local SMTP sink",
+        {"count": 10_000},
+    ),
+    "feedback": (
+        "bench.bench_feedback",
+        "bounce messages parsed and classified, one core",
+        {"min_seconds": 2.0},
+    ),
     "agents": ("bench.bench_agents", "user-agent classification", {}),
-    "scaleout": ("bench.bench_scaleout", "PostgreSQL with 1, 2 and 4 workers", {}),
+    "scaleout": (
+        "bench.bench_scaleout",
+        "PostgreSQL end to end with 1, 2 and 4 worker processes",
+        {"count": 10_000},
+    ),
 }
 
 

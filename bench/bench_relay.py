@@ -27,6 +27,7 @@ from bench.common import (
     bench_env,
     cli,
     free_port,
+    cpu_seconds,
     peak_rss_mib,
     percentile,
     serving,
@@ -156,6 +157,20 @@ async def _latency(
     }
 
 
+def _service_side_latency(var_dir: Path) -> dict[str, float]:
+    """From recording to the endpoint's answer, as the service logged it (last 5,000)."""
+    with sqlite3.connect(var_dir / "pegabridge.db") as conn:
+        rows = conn.execute(
+            "SELECT (a.at - o.created_at) * 1000 FROM delivery_attempts a"
+            " JOIN outbox o ON o.id = a.outbox_id ORDER BY a.id DESC LIMIT 5000"
+        ).fetchall()
+    values = [r[0] for r in rows]
+    return {
+        "service_p50_ms": round(percentile(values, 0.50), 2),
+        "service_p99_ms": round(percentile(values, 0.99), 2),
+    }
+
+
 def _fill_backlog(database: Path, count: int) -> None:
     payload = json.dumps(_activity("00000000-0000-4000-8000-000000000000"))
     now = time.time()
@@ -201,12 +216,17 @@ async def run(
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as session:
             with serving(env, port) as service:
+                cpu_before = cpu_seconds(service.pid)
                 results["throughput"] = await _throughput(
                     session, url, key, receiver, count
+                )
+                results["throughput"]["service_cpu_ms_per_event"] = round(
+                    (cpu_seconds(service.pid) - cpu_before) * 1000 / count, 3
                 )
                 results["latency"] = await _latency(
                     session, url, key, receiver, rate, seconds
                 )
+                results["latency"].update(_service_side_latency(var_dir))
                 results["memory"] = {
                     "peak_rss_mib_after_runs": round(peak_rss_mib(service.pid), 1)
                 }
