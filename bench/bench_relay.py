@@ -158,7 +158,7 @@ async def _latency(
 
 
 def _service_side_latency(var_dir: Path) -> dict[str, float]:
-    """From recording to the endpoint's answer, as the service logged it (last 5,000)."""
+    """Recording to the endpoint's answer, as the service logged it (last 5,000)."""
     with sqlite3.connect(var_dir / "pegabridge.db") as conn:
         rows = conn.execute(
             "SELECT (a.at - o.created_at) * 1000 FROM delivery_attempts a"
