@@ -76,3 +76,28 @@ def test_a_sendmail_transcript_with_need_rcpt_was_a_recipient_refusal() -> None:
 
 def test_every_rule_pattern_compiles_to_something_matchable() -> None:
     assert all(rule.pattern.pattern for rule in RULES)
+
+
+def test_unknown_user_words_under_a_mailbox_disabled_code_are_a_filter() -> None:
+    reason, bounce_type = classify(
+        "5.2.1", "550", "550 5.2.1 <a@b.example>... User Unknown"
+    )
+
+    assert reason is R.CONTENT_REJECTED
+    assert bounce_type is BounceType.SOFT
+
+
+def test_unknown_user_words_under_a_policy_code_are_a_filter() -> None:
+    assert classify("5.7.1", "550", "550 5.7.1 User Unknown: a@b.example") == (
+        R.CONTENT_REJECTED,
+        BounceType.SOFT,
+    )
+
+
+def test_unknown_user_words_refused_at_rcpt_stay_hard_under_any_code() -> None:
+    text = (
+        "SMTP error from remote mail server after RCPT TO:<a@b.example>: "
+        "550 5.2.1 <a@b.example>... User Unknown"
+    )
+
+    assert classify("5.2.1", "550", text) == (R.USER_UNKNOWN, BounceType.HARD)

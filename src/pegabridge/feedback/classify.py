@@ -247,24 +247,43 @@ RULES: tuple[Rule, ...] = tuple(rule for band in BANDS for rule in band)
 """The whole table, in priority order."""
 
 
+_ANY_COMMAND = frozenset({"", "RCPT", "DATA", "MAIL", "HELO"})
+_NOT_RCPT = _ANY_COMMAND - {"RCPT"}
+
+
 @dataclass(frozen=True, slots=True)
 class CommandRule:
-    """A correction by the SMTP command the server refused.
+    """A correction by the circumstances of the refusal.
+
+    When the refused SMTP command is one of ``commands`` (``""``: the text does not
+    say) and the enhanced code matches ``status`` (``None``: any code), a reason in
+    ``reasons`` becomes ``becomes``.
 
     A refusal after ``DATA`` comes after the server accepted the recipient, so an
     "unknown user" there is a content filter speaking; a refusal of ``MAIL FROM`` or of
-    the greeting is about the sender, never about the recipient's address.
+    the greeting is about the sender, never about the recipient's address. Unknown-user
+    words under a code that names another cause (``x.2.x`` mailbox status, ``x.7.x``
+    security or policy) are believed only when the server refused the recipient at
+    ``RCPT``; elsewhere they are a filter's wording and the mail is ``content
+    rejected``.
     """
 
-    command: str
+    commands: frozenset[str]
     reasons: frozenset[BounceReason]
     becomes: BounceReason
+    status: re.Pattern[str] | None = None
 
 
 COMMAND_RULES: tuple[CommandRule, ...] = (
-    CommandRule("DATA", frozenset({R.USER_UNKNOWN}), R.CONTENT_REJECTED),
-    CommandRule("MAIL", HARD_REASONS, R.SENDER_BLOCKED),
-    CommandRule("HELO", HARD_REASONS, R.SENDER_BLOCKED),
+    CommandRule(frozenset({"DATA"}), frozenset({R.USER_UNKNOWN}), R.CONTENT_REJECTED),
+    CommandRule(frozenset({"MAIL"}), HARD_REASONS, R.SENDER_BLOCKED),
+    CommandRule(frozenset({"HELO"}), HARD_REASONS, R.SENDER_BLOCKED),
+    CommandRule(
+        _NOT_RCPT,
+        frozenset({R.USER_UNKNOWN}),
+        R.CONTENT_REJECTED,
+        status=re.compile(r"[45]\.[27]\.\d{1,3}\Z"),
+    ),
 )
 
 _COMMAND_PHRASE = re.compile(
@@ -355,11 +374,15 @@ def classify_reason(status: str, reply: str, *texts: str) -> BounceReason:
     return R.OTHER
 
 
-def apply_command(reason: BounceReason, command: str) -> BounceReason:
-    """``reason`` corrected by :data:`COMMAND_RULES` for the refused ``command``."""
+def apply_command(reason: BounceReason, command: str, status: str = "") -> BounceReason:
+    """``reason`` corrected by :data:`COMMAND_RULES` for the refused ``command``
+    (``""`` when unknown) and the enhanced code ``status``."""
     for rule in COMMAND_RULES:
-        if rule.command == command and reason in rule.reasons:
-            return rule.becomes
+        if command not in rule.commands or reason not in rule.reasons:
+            continue
+        if rule.status is not None and not rule.status.match(status):
+            continue
+        return rule.becomes
     return reason
 
 
@@ -389,5 +412,5 @@ def classify(status: str, reply: str, *texts: str) -> tuple[BounceReason, Bounce
         return reason, bounce_type_for(reason, status, reply)
 
     command = next((c for c in map(refused_command, texts) if c), "")
-    reason = apply_command(reason, command)
+    reason = apply_command(reason, command, status)
     return reason, bounce_type_for(reason, status, reply)
