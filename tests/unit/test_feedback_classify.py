@@ -101,3 +101,17 @@ def test_unknown_user_words_refused_at_rcpt_stay_hard_under_any_code() -> None:
     )
 
     assert classify("5.2.1", "550", text) == (R.USER_UNKNOWN, BounceType.HARD)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("mx.b.example [192.0.2.1] did not like our RCPT TO: 550 no such user", "RCPT"),
+        ("Technical details: SMTP:RCPT host 192.0.2.8: 553 invalid", "RCPT"),
+        ("Technical details: SMTP:DATA host 192.0.2.8: 554 refused", "DATA"),
+    ],
+)
+def test_the_refused_command_is_read_from_more_phrasings(
+    text: str, command: str
+) -> None:
+    assert refused_command(text) == command

@@ -287,7 +287,8 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
 )
 
 _COMMAND_PHRASE = re.compile(
-    r"(?:in reply to|after|smtp command:?|command was|during)\s+(?:the\s+)?"
+    r"(?:(?:in reply to|after|smtp command:?|command was|during|did not like our)\s+"
+    r"|smtp:)(?:the\s+)?"
     r"(?:end of\s+)?(data|rcpt to|rcpt|mail from|mail|helo|ehlo)\b",
     re.IGNORECASE,
 )
