@@ -8,6 +8,7 @@ from pegabridge.feedback.classify import (
     RULES,
     classify,
     classify_reason,
+    is_filter_gateway,
     refused_command,
 )
 from pegabridge.feedback.models import BounceReason as R
@@ -115,3 +116,14 @@ def test_the_refused_command_is_read_from_more_phrasings(
     text: str, command: str
 ) -> None:
     assert refused_command(text) == command
+
+
+def test_a_filtering_gateway_is_known_by_its_header() -> None:
+    headers = [("From", "MAILER-DAEMON@gw.example"), ("X-Mailer", "SurfControl")]
+
+    assert is_filter_gateway(headers)
+    assert not is_filter_gateway([("X-Mailer", "Postfix")])
+
+
+def test_a_gateway_unknown_user_with_a_user_code_stays_hard() -> None:
+    assert classify("5.1.1", "550", "User unknown", gateway=True)[1] is BounceType.HARD

@@ -139,3 +139,19 @@ def test_an_ses_complaint_notification_is_a_complaint() -> None:
 
     assert report.kind is FeedbackKind.COMPLAINT
     assert report.recipients[0].address == "rosa@inbox.example"
+
+
+def test_an_unknown_user_from_a_filtering_gateway_is_a_soft_filter_verdict() -> None:
+    [recipient] = parsed("text-gateway-unknown-user.eml").recipients
+
+    assert recipient.bounce_reason is BounceReason.CONTENT_REJECTED
+    assert recipient.bounce_type is BounceType.SOFT
+
+
+def test_the_same_unknown_user_from_an_ordinary_server_is_hard() -> None:
+    raw = (SAMPLES / "text-gateway-unknown-user.eml").read_bytes()
+    plain = raw.replace(b"X-NAI-Header: Modified by McAfee", b"X-Mailer: relay")
+
+    [recipient] = parse_message(plain).recipients
+
+    assert recipient.bounce_type is BounceType.HARD

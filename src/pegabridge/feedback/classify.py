@@ -24,6 +24,7 @@ unknown host or a host not accepting mail under a temporary ``4.x.x`` code is ``
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -265,13 +266,16 @@ class CommandRule:
     words under a code that names another cause (``x.2.x`` mailbox status, ``x.7.x``
     security or policy) are believed only when the server refused the recipient at
     ``RCPT``; elsewhere they are a filter's wording and the mail is ``content
-    rejected``.
+    rejected``. With ``gateway`` set, the rule holds only for a notice written by a
+    content-filtering gateway (:data:`FILTER_GATEWAYS`): such a gateway's "unknown
+    user" without an ``x.1.x`` code is its filter's verdict, not a directory lookup.
     """
 
     commands: frozenset[str]
     reasons: frozenset[BounceReason]
     becomes: BounceReason
     status: re.Pattern[str] | None = None
+    gateway: bool = False
 
 
 COMMAND_RULES: tuple[CommandRule, ...] = (
@@ -284,7 +288,33 @@ COMMAND_RULES: tuple[CommandRule, ...] = (
         R.CONTENT_REJECTED,
         status=re.compile(r"[45]\.[27]\.\d{1,3}\Z"),
     ),
+    CommandRule(
+        _NOT_RCPT, frozenset({R.USER_UNKNOWN}), R.CONTENT_REJECTED, gateway=True
+    ),
 )
+
+FILTER_GATEWAYS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("x-nai-header", re.compile(r"mcafee", re.I)),
+    ("x-mailer", re.compile(r"surfcontrol", re.I)),
+    ("x-sef-processed", re.compile(r".")),
+    ("x-mxl-notehash", re.compile(r".")),
+    ("message-id", re.compile(r"<mxl~|@[\w.-]*\bmxlogic\.net>", re.I)),
+    ("x-ahmailid", re.compile(r".")),
+)
+"""Headers by which a bounce shows it was written by a content-filtering gateway
+(McAfee Email Gateway, SurfControl, MX Logic, ActiveHunter): header name (lower case)
+and a pattern its value matches."""
+
+
+def is_filter_gateway(headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether a bounce's own ``headers`` (name, value) name a filtering gateway."""
+    for name, value in headers:
+        key = name.lower()
+        for gateway_header, pattern in FILTER_GATEWAYS:
+            if key == gateway_header and pattern.search(str(value)):
+                return True
+    return False
+
 
 _COMMAND_PHRASE = re.compile(
     r"(?:(?:in reply to|after|smtp command:?|command was|during|did not like our)\s+"
@@ -375,13 +405,18 @@ def classify_reason(status: str, reply: str, *texts: str) -> BounceReason:
     return R.OTHER
 
 
-def apply_command(reason: BounceReason, command: str, status: str = "") -> BounceReason:
+def apply_command(
+    reason: BounceReason, command: str, status: str = "", gateway: bool = False
+) -> BounceReason:
     """``reason`` corrected by :data:`COMMAND_RULES` for the refused ``command``
-    (``""`` when unknown) and the enhanced code ``status``."""
+    (``""`` when unknown), the enhanced code ``status`` and whether a filtering
+    ``gateway`` wrote the bounce."""
     for rule in COMMAND_RULES:
         if command not in rule.commands or reason not in rule.reasons:
             continue
         if rule.status is not None and not rule.status.match(status):
+            continue
+        if rule.gateway and not gateway:
             continue
         return rule.becomes
     return reason
@@ -405,13 +440,17 @@ def bounce_type_for(
     return BounceType.HARD
 
 
-def classify(status: str, reply: str, *texts: str) -> tuple[BounceReason, BounceType]:
+def classify(
+    status: str, reply: str, *texts: str, gateway: bool = False
+) -> tuple[BounceReason, BounceType]:
     """Reason and type for one recipient, decided by :data:`BANDS` and
-    :data:`COMMAND_RULES` (the refused command is read from ``texts``)."""
+    :data:`COMMAND_RULES` (the refused command is read from ``texts``; ``gateway``
+    says a content-filtering gateway wrote the bounce, see :func:`is_filter_gateway`).
+    """
     reason = classify_reason(status, reply, *texts)
     if _first_match(_SPECIFIC_CODES, {"status": status, "reply": "", "text": ""}):
         return reason, bounce_type_for(reason, status, reply)
 
     command = next((c for c in map(refused_command, texts) if c), "")
-    reason = apply_command(reason, command, status)
+    reason = apply_command(reason, command, status, gateway)
     return reason, bounce_type_for(reason, status, reply)

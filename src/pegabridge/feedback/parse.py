@@ -63,6 +63,7 @@ class _Context:
     subject: str
     from_: str
     excluded: frozenset[str]
+    gateway: bool = False
 
 
 def parse_message(raw: bytes) -> FeedbackReport:
@@ -100,6 +101,7 @@ def _parse(raw: bytes, depth: int = 0) -> FeedbackReport:
         subject=base.subject,
         from_=base.from_,
         excluded=_excluded_addresses(msg, returned),
+        gateway=classify.is_filter_gateway(msg.items()),
     )
 
     complaint = complaints.find_complaint(msg, returned)
@@ -247,7 +249,12 @@ def _dsn_report(
             freetext.report_part(context.report_text), group.address
         )
         recipient = _bounced(
-            group.address, group.status, group.diagnostic, segment, action
+            group.address,
+            group.status,
+            group.diagnostic,
+            segment,
+            action,
+            gateway=context.gateway,
         )
         if action in _SUCCESS_ACTIONS:
             delivered.append(recipient)
@@ -301,6 +308,7 @@ def _unstructured_report(
             freetext.diagnostic_of(item.segment, item.address),
             report if single else item.segment,
             action,
+            gateway=context.gateway,
         )
         for item in found
     )
@@ -312,7 +320,12 @@ def _from_daemon(context: _Context) -> bool:
 
 
 def _bounced(
-    address: str, status: str, diagnostic: str, context_text: str, action: str
+    address: str,
+    status: str,
+    diagnostic: str,
+    context_text: str,
+    action: str,
+    gateway: bool = False,
 ) -> RecipientFeedback:
     """One recipient of a bounce or delay, its codes and its classification."""
     text_codes = codes.find_enhanced_codes(diagnostic) or codes.find_enhanced_codes(
@@ -324,7 +337,11 @@ def _bounced(
     )
 
     reason, bounce_type = classify.classify(
-        bounce_code, smtp_code, diagnostic, context_text[:_CLASSIFY_TEXT_MAX]
+        bounce_code,
+        smtp_code,
+        diagnostic,
+        context_text[:_CLASSIFY_TEXT_MAX],
+        gateway=gateway,
     )
     if action == "delayed":
         bounce_type = BounceType.SOFT
