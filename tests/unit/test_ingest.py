@@ -229,3 +229,45 @@ def test_a_portal_id_written_as_text_is_refused_for_its_type() -> None:
     [error] = caught.value.errors
     assert error.field == "portal_id"
     assert "belongs to portal" not in error.message
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"brand_id": 2**63},
+        {"customer_id": 10**30},
+        {"metric_timestamp": 10**26},
+    ],
+)
+def test_a_number_beyond_64_bits_is_refused_not_left_to_the_database(
+    fields: dict[str, Any],
+) -> None:
+    assert refused_fields(activity(**fields)) == list(fields)
+
+
+def test_the_largest_64_bit_identifier_is_still_accepted() -> None:
+    assert sent(activity(customer_id=2**63 - 1))["customer_id"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"metric": "opens", "subject": "\\ud800"}',
+        b'{"metric": "opens", "subject": "a\\uDFFFb"}',
+        b'[{"metric": "opens"}, {"metric": "opens", "subject": "\\udbff"}]',
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_as_not_text(body: bytes) -> None:
+    with pytest.raises(BodyError, match="surrogate"):
+        parse_body(body, "application/json")
+
+
+def test_a_paired_surrogate_escape_is_an_ordinary_character() -> None:
+    [document] = parse_body(b'{"subject": "\\ud83d\\ude00"}', "application/json")
+
+    assert document["subject"] == "\N{GRINNING FACE}"
+
+
+def test_a_body_nested_too_deeply_is_refused_not_crashed() -> None:
+    with pytest.raises(BodyError, match="nested"):
+        parse_body(b"[" * 100_000 + b"]" * 100_000, "application/json")

@@ -8,6 +8,7 @@ error per field, so that a sender learns exactly what to fix.
 from __future__ import annotations
 
 import json
+import re
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ _SUB_TYPE_OF_EVENT_TYPE = {
 # Pega's InteractionId is a signed 64-bit number; as a JSON number it would lose
 # digits in many JSON readers, so it always travels as a string.
 _STRING_OPTIONS = ("InteractionId",)
+
+# A JSON escape of a UTF-16 surrogate: only these can put a lone surrogate into the
+# decoded text (valid UTF-8 bytes never do), so the costly check runs only when present.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,16 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
     if not text.strip():
         raise BodyError("the body is empty; send one activity, a JSON array or NDJSON")
 
+    try:
+        activities = _activities(text, content_type)
+    except RecursionError:
+        raise BodyError("the body is nested too deeply to be an activity") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(activities)
+    return activities
+
+
+def _activities(text: str, content_type: str) -> list[Any]:
     if "ndjson" in content_type or "jsonlines" in content_type:
         return list(_ndjson(text))
     try:
@@ -87,6 +102,17 @@ def parse_body(body: bytes, content_type: str = "") -> list[Any]:
     if isinstance(document, list):
         return document
     return [document]
+
+
+def _refuse_lone_surrogates(activities: list[Any]) -> None:
+    # A \ud800 escape without its pair decodes to text that cannot be written as
+    # UTF-8, so the event could never be sent; paired escapes (emoji) are fine.
+    try:
+        json.dumps(activities, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BodyError(
+            "the body holds a \\u escape of a lone UTF-16 surrogate, which is not text"
+        ) from None
 
 
 def _decode(body: bytes) -> str:

@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 Uuid = Annotated[str, Field(pattern=UUID_PATTERN, description="UUID, lower case")]
-Count = Annotated[int, Field(ge=0)]
-UnixSeconds = Annotated[int, Field(ge=0, description="Unix seconds")]
+# Identifiers and counts are stored as signed 64-bit integers; a larger number is
+# refused here, as a field error, rather than failing in the database.
+INT64_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]
+UnixSeconds = Annotated[int, Field(ge=0, le=INT64_MAX, description="Unix seconds")]
 ManualValue: TypeAlias = str | int | float | bool | None
 
 BroadcastType = Literal["MAIL", "SMS", "PUSH", ""]
