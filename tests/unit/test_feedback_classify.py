@@ -127,3 +127,18 @@ def test_a_filtering_gateway_is_known_by_its_header() -> None:
 
 def test_a_gateway_unknown_user_with_a_user_code_stays_hard() -> None:
     assert classify("5.1.1", "550", "User unknown", gateway=True)[1] is BounceType.HARD
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "after end of data: 553 mail.b.example does not exist",
+        "554 The mail could not be delivered because the domain is not reachable.",
+    ],
+)
+def test_a_host_that_does_not_exist_is_an_unknown_host(text: str) -> None:
+    assert classify("", "553", text) == (R.HOST_UNKNOWN, BounceType.HARD)
+
+
+def test_an_address_that_does_not_exist_is_still_an_unknown_user() -> None:
+    assert classify_reason("", "550", "ada@b.example does not exist") is R.USER_UNKNOWN

@@ -123,7 +123,9 @@ _TEXT: tuple[Rule, ...] = (
         r"|nxdomain|no mx |no mx$|mx record|dns (?:lookup|error|failure)"
         r"|unresolvable|could not be resolved|cannot be resolved|domain not valid"
         r"|illegal host|invalid domain|hostname (?:is )?unknown|bad destination host"
-        r"|no route to domain|domain is not (?:valid|registered)",
+        r"|no route to domain|domain is not (?:valid|registered)"
+        r"|domain is not reachable"
+        r"|(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} does not exist",
         R.HOST_UNKNOWN,
     ),
     _text(
