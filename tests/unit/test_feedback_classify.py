@@ -18,7 +18,7 @@ from pegabridge.feedback.models import BounceType
 @pytest.mark.parametrize(
     ("status", "reply", "text", "reason"),
     [
-        ("5.1.1", "550", "mailbox full", R.USER_UNKNOWN),
+        ("5.1.1", "550", "no such mailbox", R.USER_UNKNOWN),
         ("5.2.2", "552", "", R.MAILBOX_FULL),
         ("5.0.0", "550", "Host or domain name not found", R.HOST_UNKNOWN),
         (
@@ -142,3 +142,17 @@ def test_a_host_that_does_not_exist_is_an_unknown_host(text: str) -> None:
 
 def test_an_address_that_does_not_exist_is_still_an_unknown_user() -> None:
     assert classify_reason("", "550", "ada@b.example does not exist") is R.USER_UNKNOWN
+
+
+def test_words_of_a_full_mailbox_overrule_an_unknown_user_code() -> None:
+    text = "552 sorry, mailbox ada@b.example is over quota temporarily (#5.1.1)"
+
+    assert classify("5.1.1", "552", text) == (R.MAILBOX_FULL, BounceType.SOFT)
+
+
+def test_a_full_mailbox_of_another_recipient_does_not_overrule_the_code() -> None:
+    around = "b@c.example: 552 5.2.2 Mailbox full"
+
+    assert classify("5.1.1", "550", "550 5.1.1 no such user", around)[0] is (
+        R.USER_UNKNOWN
+    )

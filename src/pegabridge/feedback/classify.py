@@ -442,6 +442,24 @@ def bounce_type_for(
     return BounceType.HARD
 
 
+TEXT_OVERRIDES: dict[BounceReason, frozenset[BounceReason]] = {
+    R.USER_UNKNOWN: frozenset({R.MAILBOX_FULL}),
+}
+"""Reasons of a specific code that the server's own words overrule: a server that
+says the mailbox is over quota under ``5.1.1`` has picked the wrong code. Only the
+diagnostic line is read, not the text around it (it may speak of other recipients)."""
+
+
+def _text_override(reason: BounceReason, texts: tuple[str, ...]) -> BounceReason:
+    overrides = TEXT_OVERRIDES.get(reason)
+    if not overrides:
+        return reason
+    # Only the diagnostic line (the first text) speaks for this recipient alone.
+    diagnostic = texts[0].lower() if texts else ""
+    said = _first_match(_TEXT, {"status": "", "reply": "", "text": diagnostic})
+    return said if said in overrides and said is not None else reason
+
+
 def classify(
     status: str, reply: str, *texts: str, gateway: bool = False
 ) -> tuple[BounceReason, BounceType]:
@@ -451,6 +469,7 @@ def classify(
     """
     reason = classify_reason(status, reply, *texts)
     if _first_match(_SPECIFIC_CODES, {"status": status, "reply": "", "text": ""}):
+        reason = _text_override(reason, texts)
         return reason, bounce_type_for(reason, status, reply)
 
     command = next((c for c in map(refused_command, texts) if c), "")
