@@ -24,7 +24,12 @@ import json
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pegabridge.events.models import BaseEvent, BroadcastEvent, ManualValue
+from pegabridge.events.models import (
+    METRIC_OF_MODEL,
+    BaseEvent,
+    BroadcastEvent,
+    ManualValue,
+)
 
 EventType = Literal["QUICKMAIL", "SINGLEMAIL", "CAMPAIGNMAIL"]
 
@@ -137,10 +142,9 @@ def build_event(
     ``event_uuid`` is made here when not given; give it when the activity was already
     recorded once (a retry must carry the same uuid).
     """
-    metric = model.model_fields["metric"].annotation.__args__[0]  # type: ignore[union-attr]
     return model(
         uuid=event_uuid or str(uuid.uuid4()),
-        metric=metric,
+        metric=METRIC_OF_MODEL[model],
         metric_timestamp=metric_timestamp,
         **base_fields_from_context(context),
         **fields,

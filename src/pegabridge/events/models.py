@@ -180,4 +180,8 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "conversions": ConversionEvent,
 }
 
+METRIC_OF_MODEL: dict[type[BaseEvent], str] = {
+    model: metric for metric, model in EVENT_MODELS.items()
+}
+
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
