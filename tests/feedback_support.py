@@ -15,11 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pegabridge.events.metrics import Activity
+from brand_support import install_brand_for
 from pegabridge.feedback.corpus import CorpusMissingError, find_corpora
 from pegabridge.feedback.matching import default_key_ring, verp_address
-from pegabridge.installs import service
-from pegabridge.installs.service import InstallSettings
 from pegabridge.mailing.render import broadcast_token
 from pegabridge.sandbox import SandboxEndpoint
 from pegabridge.store.tables import broadcasts, customers, feedback_messages
@@ -49,29 +47,9 @@ class Sent:
 
 async def install_brand(runtime: Runtime, sandbox: SandboxEndpoint | None) -> None:
     """Portal, brand and (with a sandbox) an active installation sending everything."""
-
-    async def setup(conn: AsyncConnection) -> None:
-        await service.create_portal(conn, PORTAL_ID, "Feedback portal")
-        await service.create_brand(conn, PORTAL_ID, BRAND_ID, "Feedback brand")
-        if sandbox is None:
-            return
-        await service.save_installation(
-            conn,
-            runtime.vault,
-            PORTAL_ID,
-            BRAND_ID,
-            InstallSettings(
-                endpoint_url=sandbox.url,
-                username=sandbox.username,
-                password=sandbox.password,
-                activities=frozenset(Activity),
-            ),
-            activate=True,
-        )
-
-    await runtime.committer.run(setup)
-    if runtime.delivery is not None:
-        runtime.delivery.wake()
+    await install_brand_for(
+        runtime, (PORTAL_ID, "Feedback portal"), (BRAND_ID, "Feedback brand"), sandbox
+    )
 
 
 async def add_customer(

@@ -12,6 +12,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from brand_support import install_brand_for
+
 
 @dataclass
 class Received:
@@ -89,32 +91,9 @@ BRAND_ID = 3
 
 async def install_brand(runtime: Any, sandbox: Any) -> None:
     """Portal, brand and an installation sending every activity to ``sandbox``."""
-    from sqlalchemy.ext.asyncio import AsyncConnection
-
-    from pegabridge.events.metrics import Activity
-    from pegabridge.installs import service
-    from pegabridge.installs.service import InstallSettings
-
-    async def setup(conn: AsyncConnection) -> None:
-        await service.create_portal(conn, PORTAL_ID, "Mailing portal")
-        await service.create_brand(conn, PORTAL_ID, BRAND_ID, "Mailing brand")
-        await service.save_installation(
-            conn,
-            runtime.vault,
-            PORTAL_ID,
-            BRAND_ID,
-            InstallSettings(
-                endpoint_url=sandbox.url,
-                username=sandbox.username,
-                password=sandbox.password,
-                activities=frozenset(Activity),
-            ),
-            activate=True,
-        )
-
-    await runtime.committer.run(setup)
-    if runtime.delivery is not None:
-        runtime.delivery.wake()
+    await install_brand_for(
+        runtime, (PORTAL_ID, "Mailing portal"), (BRAND_ID, "Mailing brand"), sandbox
+    )
 
 
 OFFER_HTML = """<html><head>
