@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -252,3 +253,34 @@ async def test_without_tracking_consent_there_is_no_pixel_and_no_tracked_link(
     html = received.parsed().get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "/t/c/" not in html and "/t/o/" not in html and "/t/s/" not in html
     assert 'href="https://shop.example/s"' in html
+
+
+async def test_erasing_a_customer_leaves_no_address_behind(
+    mailing: tuple[Runtime, Mailing], sink: Sink, sandbox: SandboxEndpoint
+) -> None:
+    from sqlalchemy import select
+
+    from pegabridge.mailing.customers import erase_customer
+    from pegabridge.store.tables import broadcasts, outbox
+
+    runtime, parts = mailing
+    content_id, customer_id = await _content_and_customer(runtime)
+    spec = SendSpec(PORTAL_ID, BRAND_ID, "SINGLEMAIL", content_id)
+    await parts.sender.send_single(spec, customer_id)
+    await sandbox.wait_for(1)
+    for _ in range(100):  # until the delivery is stored, not only received
+        async with runtime.db.connect() as conn:
+            states = (await conn.execute(select(outbox.c.state))).scalars().all()
+        if states == ["delivered"]:
+            break
+        await asyncio.sleep(0.05)
+
+    async def erase_then_look(conn: Any) -> list[str]:
+        await erase_customer(conn, PORTAL_ID, BRAND_ID, customer_id)
+        payloads = (await conn.execute(select(outbox.c.payload))).scalars().all()
+        addresses = (await conn.execute(select(broadcasts.c.email_address))).scalars()
+        return [*payloads, *addresses]
+
+    stored = await runtime.committer.run(erase_then_look)
+
+    assert not any("ann@example.org" in text.lower() for text in stored)

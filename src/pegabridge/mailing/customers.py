@@ -20,7 +20,14 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pegabridge.mailing.errors import Conflict, MailingError, NotFound
-from pegabridge.store.tables import broadcasts, customers
+from pegabridge.store.tables import (
+    broadcasts,
+    customers,
+    delivery_attempts,
+    feedback_messages,
+    outbox,
+    tracking_hits,
+)
 
 MAX_SOFT_BOUNCES = 4
 CORE_COLUMNS = ("email", "external_id", "first_name", "last_name", "tracking_consent")
@@ -260,8 +267,34 @@ async def update_customer(
 async def erase_customer(
     conn: AsyncConnection, portal_id: int, brand_id: int, customer_id: int
 ) -> None:
-    """Remove the customer and blank their address in the broadcasts sent to them."""
+    """Erase a customer with their personal data.
+
+    The customer row goes, their address is blanked in the broadcasts sent to them,
+    the tracking hits of those broadcasts (addresses, user agents) and the feedback
+    mail about them are deleted, and so are their events that are already delivered,
+    dead or skipped. Events still waiting are kept: they were acknowledged and are
+    sent, then purged with the rest of the delivered events.
+    """
     await get_customer(conn, portal_id, brand_id, customer_id)
+    theirs = select(broadcasts.c.id).where(
+        broadcasts.c.customer_id == customer_id, broadcasts.c.portal_id == portal_id
+    )
+    await conn.execute(
+        tracking_hits.delete().where(tracking_hits.c.broadcast_id.in_(theirs))
+    )
+    await conn.execute(
+        feedback_messages.delete().where(feedback_messages.c.broadcast_id.in_(theirs))
+    )
+    done_events = select(outbox.c.id).where(
+        outbox.c.portal_id == portal_id,
+        outbox.c.brand_id == brand_id,
+        outbox.c.customer_id == customer_id,
+        outbox.c.state != "pending",
+    )
+    await conn.execute(
+        delivery_attempts.delete().where(delivery_attempts.c.outbox_id.in_(done_events))
+    )
+    await conn.execute(outbox.delete().where(outbox.c.id.in_(done_events)))
     await conn.execute(
         update(broadcasts)
         .where(
