@@ -92,7 +92,10 @@ def install(
     resumes it.
     """
     password = _read_password() if password_stdin else None
-    chosen = parse_activities(activities) if activities is not None else None
+    try:
+        chosen = parse_activities(activities) if activities is not None else None
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     values = InstallSettings(
         endpoint_url=endpoint,
         username=username,

@@ -38,7 +38,9 @@ dead_app = typer.Typer(
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on.")
+    ] = 8000,
     deliver: Annotated[
         bool, typer.Option(help="Also run the delivery workers in this process.")
     ] = True,
@@ -265,7 +267,9 @@ def _parse_since(text: str) -> float:
 
 
 def sandbox_endpoint(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8900,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on.")
+    ] = 8900,
     username: Annotated[
         str, typer.Option(help="Expected Basic auth username.")
     ] = "pega",
@@ -300,3 +304,6 @@ def sandbox_endpoint(
         asyncio.run(main())
     except KeyboardInterrupt:
         console.print("stopped")
+    except OSError as exc:
+        # Most often the port is taken, e.g. by a sandbox endpoint still running.
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
