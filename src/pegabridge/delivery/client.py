@@ -10,6 +10,7 @@ import asyncio
 import base64
 import errno
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -96,8 +97,8 @@ class EndpointClient:
                     response_excerpt=_excerpt(body),
                     retry_after=response.headers.get("Retry-After"),
                 )
-        except TimeoutError:
-            return AttemptResult(None, _ms_since(started), error="timed out")
+        except TimeoutError as exc:
+            return AttemptResult(None, _ms_since(started), error=_describe(exc))
         except EndpointRefused as exc:
             return AttemptResult(None, _ms_since(started), error=str(exc)[:300])
         except aiohttp.ClientError as exc:
@@ -154,8 +155,64 @@ def _excerpt(body: bytes) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text[:300]
+    return describe_failure(exc)[1]
+
+
+def describe_failure(exc: BaseException, host: str = "") -> tuple[str, str]:
+    """A connection failure as (kind, sentence a marketer can act on).
+
+    The kinds are ``timed_out``, ``certificate_not_trusted``,
+    ``name_does_not_resolve``, ``connection_refused`` and ``other_error``.
+    """
+    refusal = _cause(exc, EndpointRefused)
+    if refusal is not None:
+        return "address_not_allowed", str(refusal)[:300]
+    if isinstance(exc, TimeoutError):
+        return "timed_out", (
+            "The endpoint did not answer in time. Check the URL and that the server "
+            "accepts connections from this machine."
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError) or _has_cause(
+        exc, ssl.SSLCertVerificationError
+    ):
+        return "certificate_not_trusted", (
+            "The server's certificate is not trusted (expired, self-signed, or for "
+            "another name). Pega needs a certificate from a trusted authority."
+        )
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or _has_cause(
+        exc, socket.gaierror
+    ):
+        name = host or getattr(exc, "host", "") or "the endpoint's name"
+        return "name_does_not_resolve", (
+            f"The name {name} does not resolve to an address. Check the spelling."
+        )
+    if _has_cause(exc, ConnectionRefusedError):
+        return "connection_refused", (
+            "The server refused the connection: nothing listens on that port, or a "
+            "firewall turned us away."
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "other_error", "The server closed the connection without an answer."
+    return "other_error", f"The connection failed ({type(exc).__name__})."
+
+
+def _has_cause(exc: BaseException, kind: type[BaseException]) -> bool:
+    return _cause(exc, kind) is not None
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` it was raised from."""
+    seen: BaseException | None = exc
+    for _depth in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        wrapped = getattr(seen, "os_error", None)
+        if isinstance(wrapped, kind):
+            return wrapped
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def close_all(clients: list[EndpointClient]) -> None:

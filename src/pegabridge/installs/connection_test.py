@@ -8,17 +8,15 @@ one of a few outcomes a marketer can act on.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from pegabridge.delivery.client import USER_AGENT, basic_auth_header
+from pegabridge.delivery.client import USER_AGENT, basic_auth_header, describe_failure
 from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
 
 TEST_BODY = json.dumps({"pegabridge": "connection test", "metric": "test"})
@@ -69,8 +67,8 @@ async def check_connection(
         await guard.check_url(url)
     except EndpointRefused as exc:
         return ConnectionReport(Outcome.BLOCKED, str(exc))
-    except OSError:
-        return _no_such_name(url)
+    except OSError as exc:
+        return _report_error(exc, url, 0.0)
 
     try:
         status, excerpt = await _post(url, username, password, extra_headers, timeout_s)
@@ -128,62 +126,8 @@ def _report_answer(status: int, excerpt: str, duration_ms: float) -> ConnectionR
 
 
 def _report_error(exc: BaseException, url: str, duration_ms: float) -> ConnectionReport:
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return ConnectionReport(
-            Outcome.TIMED_OUT,
-            "The endpoint did not answer in time. Check the URL and that the server "
-            "accepts connections from this machine.",
-            duration_ms=duration_ms,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError) or _has_cause(
-        exc, ssl.SSLCertVerificationError
-    ):
-        return ConnectionReport(
-            Outcome.CERTIFICATE,
-            "The server's certificate is not trusted (expired, self-signed, or for "
-            "another name). Pega needs a certificate from a trusted authority.",
-            duration_ms=duration_ms,
-        )
-    if _has_cause(exc, socket.gaierror) or isinstance(
-        exc, aiohttp.ClientConnectorDNSError
-    ):
-        return _no_such_name(url)
-    if _has_cause(exc, ConnectionRefusedError):
-        return ConnectionReport(
-            Outcome.REFUSED,
-            "The server refused the connection: nothing listens on that port, or a "
-            "firewall turned us away.",
-            duration_ms=duration_ms,
-        )
-    return ConnectionReport(
-        Outcome.OTHER_ERROR,
-        f"The connection failed: {type(exc).__name__}.",
-        duration_ms=duration_ms,
-    )
-
-
-def _no_such_name(url: str) -> ConnectionReport:
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or url
-    return ConnectionReport(
-        Outcome.NO_SUCH_NAME,
-        f"The name {host} does not resolve to an address. Check the spelling.",
-    )
-
-
-def _has_cause(exc: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = exc
-    depth = 0
-    while seen is not None and depth < 8:
-        if isinstance(seen, kind):
-            return True
-        os_error = getattr(seen, "os_error", None)
-        if isinstance(os_error, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-        depth += 1
-    return False
+    kind, message = describe_failure(exc, urlsplit(url).hostname or url)
+    return ConnectionReport(Outcome(kind), message, duration_ms=duration_ms)
 
 
 def _ms_since(started: float) -> float:
