@@ -166,3 +166,14 @@ async def test_the_connection_test_refuses_a_private_address(url: str) -> None:
     report = await check_connection(url, "u", "p", GUARD)
 
     assert report.outcome is Outcome.BLOCKED
+
+
+async def test_an_id_beyond_64_bits_in_the_path_is_refused_not_a_server_error(
+    served: Any,
+) -> None:
+    client = await api_client(served)
+
+    response = await client.get("/api/v1/brands/9223372036854775808/pega")
+    await client.aclose()
+
+    assert response.status_code == 422

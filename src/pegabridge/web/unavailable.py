@@ -12,7 +12,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def add_unavailable_handler(app: FastAPI) -> None:
     """Answer 503 to requests that failed because the database is out of reach."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if _out_of_range(exc):
+            return out_of_range_response()
         if not is_connection_loss(exc):
             log.error(
                 "request failed",
@@ -63,5 +65,30 @@ def add_unavailable_handler(app: FastAPI) -> None:
         )
         return unavailable_response()
 
+    async def too_large(_request: Request, _exc: Exception) -> JSONResponse:
+        return out_of_range_response()
+
     app.add_exception_handler(DBAPIError, handle)
     app.add_exception_handler(OSError, handle)
+    # SQLite's driver refuses integers beyond 64 bits before the query runs.
+    app.add_exception_handler(OverflowError, too_large)
+
+
+def _out_of_range(exc: BaseException) -> bool:
+    """A number too large for its column: the driver refused it, no query ran."""
+    seen: BaseException | None = exc
+    for _depth in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, OverflowError | DataError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def out_of_range_response() -> JSONResponse:
+    """The answer to a number in the request that no stored value can be: 422."""
+    return JSONResponse(
+        status_code=422,
+        content={"error": "a number in the request is out of range (64-bit at most)"},
+    )
