@@ -129,7 +129,8 @@ def _warnings(
         found.append(
             {"level": "warn", "title": f"{name}: paused", "text": f.pause_reason}
         )
-    if f.failing and f.last_failure_at is not None:
+    if f.state != "paused" and f.failing and f.last_failure_at is not None:
+        # While paused nothing is retried: the pause reason above says it all.
         since = time.strftime("%H:%M:%S", time.localtime(f.last_failure_at))
         circuit = (
             " Only a probe is sent now and then." if lane.get("circuit_open") else ""
