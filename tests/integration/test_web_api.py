@@ -177,3 +177,14 @@ async def test_an_id_beyond_64_bits_in_the_path_is_refused_not_a_server_error(
     await client.aclose()
 
     assert response.status_code == 422
+
+
+async def test_the_api_page_loads_its_scripts_from_pegabridge_not_a_cdn(
+    served: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=served.base_url) as client:
+        page = (await client.get("/docs")).text
+        script = await client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js")
+
+    assert "cdn." not in page and "/static/vendor/swagger-ui/" in page
+    assert script.status_code == 200

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from pegabridge.config import Settings, get_settings
@@ -46,7 +47,10 @@ def create_app(
         summary="Every email interaction, in real time, to the brand's Pega endpoint.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _add_api_page(app)
     app.include_router(api.router)
     app.include_router(mailing_api.router)
     pages.install_web(app)
@@ -57,6 +61,21 @@ def create_app(
     add_unavailable_handler(app)
     _add_health(app)
     return app
+
+
+def _add_api_page(app: FastAPI) -> None:
+    """``/docs``: the API document in Swagger UI, from pegabridge's own static files."""
+    vendor = "/static/vendor/swagger-ui"
+
+    @app.get("/docs", include_in_schema=False)
+    async def api_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="pegabridge API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url=f"{vendor}/favicon-32x32.png",
+        )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
