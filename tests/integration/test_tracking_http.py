@@ -786,3 +786,20 @@ async def test_the_conversions_api_needs_an_api_key(email: Email) -> None:
         )
 
     assert response.status_code == 401
+
+
+async def test_a_conversion_sent_without_a_json_content_type_says_what_to_fix(
+    email: Email, installed: str
+) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{email.urls.base_url}/api/v1/conversions",
+            headers={
+                "Authorization": f"Bearer {installed}",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            content=b'{"token": "x", "name": "order"}',
+        )
+
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.json()["error"]

@@ -84,13 +84,18 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.status, content=exc.body)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
             for e in exc.errors()
         ]
+        message = "invalid request"
+        body_sent = request.headers.get("content-length", "0") != "0"
+        if body_sent and "json" not in request.headers.get("content-type", ""):
+            # curl -d sends form encoding unless told otherwise: say what to fix.
+            message = "send the body as JSON with 'Content-Type: application/json'"
         return JSONResponse(
-            status_code=422, content={"error": "invalid request", "errors": errors}
+            status_code=422, content={"error": message, "errors": errors}
         )
 
 
