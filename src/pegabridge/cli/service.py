@@ -60,7 +60,9 @@ def serve(
         )
     console.print(
         f"pegabridge on http://{host}:{port}  (database: "
-        f"{_safe_url(settings.resolved_database_url())})"
+        f"{_safe_url(settings.resolved_database_url())})",
+        soft_wrap=True,
+        highlight=False,
     )
     uvicorn.run(
         create_app(settings, deliver=deliver),
