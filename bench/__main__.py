@@ -87,7 +87,7 @@ def _rows(prefix: str, value: Any) -> list[tuple[str, str]]:
 def render(results: dict[str, Any], quick: bool) -> str:
     """The markdown page of the figures."""
     lines = [
-        "# Benchmarks",
+        "# Figures",
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `make bench`"
         f"{' (quick sizes)' if quick else ''} on {os.cpu_count()} cores, "
@@ -113,6 +113,19 @@ def render(results: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
+MARKER = "<!-- figures below are written by make bench -->"
+
+
+def _keep_reading(out: Path) -> str:
+    """The hand-written part of the page above the marker, kept across runs."""
+    if not out.exists():
+        return ""
+    text = out.read_text(encoding="utf-8")
+    if MARKER not in text:
+        return ""
+    return text.split(MARKER, 1)[0] + MARKER + "\n\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
@@ -135,7 +148,8 @@ def main() -> None:
         results[name] = {"figures": figures, "seconds": time.perf_counter() - started}
         print(json.dumps(figures, indent=2), file=sys.stderr)
 
-    Path(args.out).write_text(render(results, args.quick), encoding="utf-8")
+    out = Path(args.out)
+    out.write_text(_keep_reading(out) + render(results, args.quick), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)
 
 
