@@ -50,3 +50,17 @@ def test_a_sandbox_endpoint_on_a_taken_port_says_so_without_a_traceback() -> Non
     assert exception is None
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in output
+
+
+def test_serve_on_a_port_in_use_says_so_before_printing_a_setup_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PEGABRIDGE_VAR_DIR", str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, output, exception = invoke("serve", "--port", str(port))
+
+    assert (exception, code) == (None, 1)
+    assert "cannot listen" in output and "setup" not in output

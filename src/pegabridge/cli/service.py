@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,7 @@ def serve(
     from pegabridge.web.app import create_app
 
     logs.configure()
+    listener = _listen(host, port)
     settings = get_settings()
     if "PEGABRIDGE_PUBLIC_BASE_URL" not in os.environ:
         # Links printed and mailed should point at where this server really listens.
@@ -66,13 +68,30 @@ def serve(
     )
     uvicorn.run(
         create_app(settings, deliver=deliver),
-        host=host,
-        port=port,
+        fd=listener.fileno(),
         log_config=None,
         access_log=False,
         loop="uvloop",
         http="httptools",
     )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, opened before anything starts (or prints a setup link)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        raise fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; is another "
+            "pegabridge running there? Choose another --port."
+        ) from None
+    listener.set_inheritable(True)
+    return listener
 
 
 def _safe_url(url: str) -> str:
