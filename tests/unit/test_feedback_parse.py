@@ -155,3 +155,11 @@ def test_the_same_unknown_user_from_an_ordinary_server_is_hard() -> None:
     [recipient] = parse_message(plain).recipients
 
     assert recipient.bounce_type is BounceType.HARD
+
+
+def test_a_notice_without_a_cause_yields_to_the_bounce_it_wraps() -> None:
+    [recipient] = parsed("wrapped-report-no-cause.eml").recipients
+
+    assert recipient.address == "ada@inbox.example"
+    assert recipient.bounce_code == "5.1.1"
+    assert recipient.bounce_type is BounceType.HARD

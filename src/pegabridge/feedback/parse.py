@@ -33,6 +33,7 @@ from pegabridge.feedback import (
     original,
 )
 from pegabridge.feedback.models import (
+    BounceReason,
     BounceType,
     FeedbackKind,
     FeedbackReport,
@@ -120,9 +121,21 @@ def _parse(raw: bytes, depth: int = 0) -> FeedbackReport:
         return _dsn_report(base, context, groups)
 
     report = _unstructured_report(base, context, returned)
-    if report.recipients or returned is None or depth > 0:
+    if _told_why(report) or returned is None or depth > 0:
         return report
     return _forwarded_report(report, returned, depth)
+
+
+def _told_why(report: FeedbackReport) -> bool:
+    """Whether a report names recipients and, for one of them, a code or a reason.
+
+    A notice that names the recipients but says nothing of the cause may wrap the
+    real bounce, which is then the better witness.
+    """
+    return any(
+        r.bounce_code or r.smtp_code or r.bounce_reason is not BounceReason.OTHER
+        for r in report.recipients
+    )
 
 
 def _forwarded_report(
