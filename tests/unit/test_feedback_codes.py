@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pegabridge.feedback import amazonses
 from pegabridge.feedback.codes import (
     find_enhanced_codes,
     find_reply_code,
@@ -32,3 +33,15 @@ def test_a_reply_code_is_read_before_its_enhanced_code() -> None:
 
 def test_a_code_in_a_qmail_hash_is_read() -> None:
     assert find_enhanced_codes("no mailbox here by that name. (#5.1.1)") == ["5.1.1"]
+
+
+def test_an_ses_summary_gives_way_to_the_quoted_reply() -> None:
+    answer = amazonses.remote_answer(
+        "5.1.0 - Unknown address error 550-'5.2.2 <a@b.example>... Mailbox Full'"
+    )
+
+    assert answer == "550 5.2.2 <a@b.example>... Mailbox Full"
+
+
+def test_a_diagnostic_without_an_ses_summary_has_no_quoted_reply() -> None:
+    assert amazonses.remote_answer("smtp; 550 5.1.1 'user' unknown") == ""

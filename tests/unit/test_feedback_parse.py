@@ -163,3 +163,11 @@ def test_a_notice_without_a_cause_yields_to_the_bounce_it_wraps() -> None:
     assert recipient.address == "ada@inbox.example"
     assert recipient.bounce_code == "5.1.1"
     assert recipient.bounce_type is BounceType.HARD
+
+
+def test_the_reply_ses_quotes_outweighs_its_own_summary_code() -> None:
+    [recipient] = parsed("ses-relayed-refusal.eml").recipients
+
+    assert recipient.bounce_code == "5.7.1"
+    assert recipient.bounce_reason is BounceReason.SENDER_BLOCKED
+    assert recipient.bounce_type is BounceType.SOFT

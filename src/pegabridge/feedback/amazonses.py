@@ -7,10 +7,29 @@ the body. SNS wraps long lines by inserting ``"!\\n "``, which is undone before 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pegabridge.feedback import codes
+
+# SES words a refusal as its own summary, then the receiving server's reply in quotes:
+# "5.1.0 - Unknown address error 550-'5.7.1 <id@...>... Access denied'".
+_RELAYED_REPLY = re.compile(
+    r"^\s*[245]\.\d{1,3}\.\d{1,3} - [^'\n]{0,80}?\b([245]\d\d)[- ]'([^']{1,1000})'"
+)
+
+
+def remote_answer(diagnostic: str) -> str:
+    """The receiving server's own reply quoted in an SES diagnostic, or ``""``.
+
+    SES puts a summary code of its own ("5.1.0 - Unknown address error") before the
+    reply it was given; the quoted reply says what really happened.
+    """
+    match = _RELAYED_REPLY.match(diagnostic)
+    if match is None:
+        return ""
+    return f"{match.group(1)} {match.group(2).strip()}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -341,18 +341,19 @@ def _bounced(
     gateway: bool = False,
 ) -> RecipientFeedback:
     """One recipient of a bounce or delay, its codes and its classification."""
-    text_codes = codes.find_enhanced_codes(diagnostic) or codes.find_enhanced_codes(
+    witness = amazonses.remote_answer(diagnostic) or diagnostic
+    text_codes = codes.find_enhanced_codes(witness) or codes.find_enhanced_codes(
         context_text[:_CLASSIFY_TEXT_MAX]
     )
     bounce_code = _best_code(status, text_codes)
-    smtp_code = codes.find_reply_code(diagnostic) or codes.find_reply_code(
+    smtp_code = codes.find_reply_code(witness) or codes.find_reply_code(
         context_text[:_CLASSIFY_TEXT_MAX]
     )
 
     reason, bounce_type = classify.classify(
         bounce_code,
         smtp_code,
-        diagnostic,
+        witness,
         context_text[:_CLASSIFY_TEXT_MAX],
         gateway=gateway,
     )
