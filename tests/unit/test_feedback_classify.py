@@ -156,3 +156,17 @@ def test_a_full_mailbox_of_another_recipient_does_not_overrule_the_code() -> Non
     assert classify("5.1.1", "550", "550 5.1.1 no such user", around)[0] is (
         R.USER_UNKNOWN
     )
+
+
+def test_an_x_unix_failure_does_not_call_the_address_bad() -> None:
+    reason, bounce_type = classify(
+        "5.1.1", "", "procmail: no such user", diagnostic_type="X-Unix"
+    )
+
+    assert (reason, bounce_type) == (R.SYSTEM_ERROR, BounceType.SOFT)
+
+
+def test_an_x_unix_full_mailbox_stays_a_full_mailbox() -> None:
+    reason, _ = classify("4.3.0", "", "quota exceeded", diagnostic_type="x-unix")
+
+    assert reason is R.MAILBOX_FULL

@@ -171,3 +171,10 @@ def test_the_reply_ses_quotes_outweighs_its_own_summary_code() -> None:
     assert recipient.bounce_code == "5.7.1"
     assert recipient.bounce_reason is BounceReason.SENDER_BLOCKED
     assert recipient.bounce_type is BounceType.SOFT
+
+
+def test_a_local_delivery_program_failing_is_a_soft_system_error() -> None:
+    [recipient] = parsed("dsn-local-delivery-failed.eml").recipients
+
+    assert recipient.bounce_reason is BounceReason.SYSTEM_ERROR
+    assert recipient.bounce_type is BounceType.SOFT

@@ -460,18 +460,35 @@ def _text_override(reason: BounceReason, texts: tuple[str, ...]) -> BounceReason
     return said if said in overrides and said is not None else reason
 
 
+DIAGNOSTIC_TYPES: dict[str, BounceReason] = {
+    "x-unix": R.SYSTEM_ERROR,
+}
+"""Diagnostic types (the word before ``;`` in a DSN ``Diagnostic-Code``, lower case)
+that say who failed. ``X-Unix`` is a local delivery program (procmail, a pipe, the
+mail spool) failing on the receiving host: the address was accepted and routed, so
+a reason that calls the address bad becomes the reason given here."""
+
+
 def classify(
-    status: str, reply: str, *texts: str, gateway: bool = False
+    status: str,
+    reply: str,
+    *texts: str,
+    gateway: bool = False,
+    diagnostic_type: str = "",
 ) -> tuple[BounceReason, BounceType]:
-    """Reason and type for one recipient, decided by :data:`BANDS` and
-    :data:`COMMAND_RULES` (the refused command is read from ``texts``; ``gateway``
-    says a content-filtering gateway wrote the bounce, see :func:`is_filter_gateway`).
+    """Reason and type for one recipient, decided by :data:`BANDS`,
+    :data:`COMMAND_RULES` and :data:`DIAGNOSTIC_TYPES` (the refused command is read
+    from ``texts``; ``gateway`` says a content-filtering gateway wrote the bounce, see
+    :func:`is_filter_gateway`; ``diagnostic_type`` is the DSN's diagnostic type).
     """
     reason = classify_reason(status, reply, *texts)
     if _first_match(_SPECIFIC_CODES, {"status": status, "reply": "", "text": ""}):
         reason = _text_override(reason, texts)
-        return reason, bounce_type_for(reason, status, reply)
+    else:
+        command = next((c for c in map(refused_command, texts) if c), "")
+        reason = apply_command(reason, command, status, gateway)
 
-    command = next((c for c in map(refused_command, texts) if c), "")
-    reason = apply_command(reason, command, status, gateway)
+    local_failure = DIAGNOSTIC_TYPES.get(diagnostic_type.lower())
+    if local_failure is not None and reason in HARD_REASONS:
+        reason = local_failure
     return reason, bounce_type_for(reason, status, reply)

@@ -22,6 +22,7 @@ class DsnRecipient:
     action: str
     status: str
     diagnostic: str
+    diagnostic_type: str = ""
 
 
 def recipients_from_text(text: str) -> list[DsnRecipient]:
@@ -56,7 +57,14 @@ def _recipient_of(fields: dict[str, str]) -> DsnRecipient | None:
         action=fields.get("action", "").strip().lower().split(" ")[0],
         status=codes.normalize_enhanced(fields.get("status", "")),
         diagnostic=_strip_type(fields.get("diagnostic-code", "")),
+        diagnostic_type=_type_of(fields.get("diagnostic-code", "")),
     )
+
+
+def _type_of(value: str) -> str:
+    """``"X-Unix; 77"`` -> ``"x-unix"``; ``""`` when the value names no type."""
+    match = _TYPE_PREFIX.match(value)
+    return match.group(0).strip(" \t\r\n;").lower() if match else ""
 
 
 def _strip_type(value: str) -> str:

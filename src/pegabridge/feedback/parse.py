@@ -268,6 +268,7 @@ def _dsn_report(
             segment,
             action,
             gateway=context.gateway,
+            diagnostic_type=group.diagnostic_type,
         )
         if action in _SUCCESS_ACTIONS:
             delivered.append(recipient)
@@ -339,6 +340,7 @@ def _bounced(
     context_text: str,
     action: str,
     gateway: bool = False,
+    diagnostic_type: str = "",
 ) -> RecipientFeedback:
     """One recipient of a bounce or delay, its codes and its classification."""
     witness = amazonses.remote_answer(diagnostic) or diagnostic
@@ -356,6 +358,7 @@ def _bounced(
         witness,
         context_text[:_CLASSIFY_TEXT_MAX],
         gateway=gateway,
+        diagnostic_type=diagnostic_type,
     )
     if action == "delayed":
         bounce_type = BounceType.SOFT
