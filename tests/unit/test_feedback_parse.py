@@ -178,3 +178,10 @@ def test_a_local_delivery_program_failing_is_a_soft_system_error() -> None:
 
     assert recipient.bounce_reason is BounceReason.SYSTEM_ERROR
     assert recipient.bounce_type is BounceType.SOFT
+
+
+def test_exims_failed_recipients_header_names_the_recipient_its_text_omits() -> None:
+    report = parsed("text-exim-failed-recipients-header.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    assert [r.address for r in report.recipients] == ["tove@inbox.example"]

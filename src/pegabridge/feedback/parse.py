@@ -304,6 +304,14 @@ def _unstructured_report(
         return base
 
     found = freetext.find_recipients(report, set(context.excluded))
+    if not found:
+        # Exim names the failed addresses in a header even when its text does not.
+        found = [
+            freetext.TextRecipient(address=address, segment=report)
+            for address in mime.addresses_in(
+                mime.header(context.msg, "x-failed-recipients")
+            )
+        ]
     if not found and returned is not None:
         found = [
             freetext.TextRecipient(address=address, segment=report)
