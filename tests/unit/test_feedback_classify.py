@@ -170,3 +170,15 @@ def test_an_x_unix_full_mailbox_stays_a_full_mailbox() -> None:
     reason, _ = classify("4.3.0", "", "quota exceeded", diagnostic_type="x-unix")
 
     assert reason is R.MAILBOX_FULL
+
+
+def test_a_host_that_accepts_no_mail_overrules_a_null_mx_code() -> None:
+    reason, bounce_type = classify("5.7.27", "550", "550 Host does not accept mail")
+
+    assert (reason, bounce_type) == (R.NOT_ACCEPTING_MAIL, BounceType.HARD)
+
+
+def test_a_null_mx_code_without_such_words_stays_an_authentication_failure() -> None:
+    reason, _ = classify("5.7.27", "550", "550 sender address has no usable MX")
+
+    assert reason is R.AUTHENTICATION_FAILED

@@ -444,9 +444,12 @@ def bounce_type_for(
 
 TEXT_OVERRIDES: dict[BounceReason, frozenset[BounceReason]] = {
     R.USER_UNKNOWN: frozenset({R.MAILBOX_FULL}),
+    R.AUTHENTICATION_FAILED: frozenset({R.NOT_ACCEPTING_MAIL}),
 }
 """Reasons of a specific code that the server's own words overrule: a server that
-says the mailbox is over quota under ``5.1.1`` has picked the wrong code. Only the
+says the mailbox is over quota under ``5.1.1`` has picked the wrong code, and one that
+says the host accepts no mail under ``5.7.27`` (sender null MX) speaks of the
+destination, not of the sender's authentication. Only the
 diagnostic line is read, not the text around it (it may speak of other recipients)."""
 
 
