@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,18 @@ def test_exims_failed_recipients_header_names_the_recipient_its_text_omits() -> 
 
     assert report.kind is FeedbackKind.BOUNCE
     assert [r.address for r in report.recipients] == ["tove@inbox.example"]
+
+
+def test_an_ses_bounce_inside_an_sns_envelope_is_read() -> None:
+    inner = (
+        '{"notificationType":"Bounce","bounce":{"bounceType":"Permanent",'
+        '"bouncedRecipients":[{"emailAddress":"otto@inbox.example","status":"5.1.1",'
+        '"diagnosticCode":"smtp; 550 5.1.1 user unknown"}]}}'
+    )
+    envelope = json.dumps({"Type": "Notification", "Message": inner}, indent=2)
+    raw = b"From: no-reply@sns.amazonaws.com\r\nSubject: AWS Notification\r\n\r\n"
+
+    [recipient] = parse_message(raw + envelope.encode()).recipients
+
+    assert recipient.address == "otto@inbox.example"
+    assert recipient.bounce_type is BounceType.HARD

@@ -54,7 +54,7 @@ class SesNotification:
 
 def find_notification(text: str) -> SesNotification | None:
     """The SES notification in a body, or ``None`` when there is none."""
-    if '"notificationType"' not in text:
+    if "notificationType" not in text:
         return None
     document = _load_json(text)
     if document is None:
@@ -80,7 +80,22 @@ def _load_json(text: str) -> dict[str, Any] | None:
         document = json.loads(body)
     except ValueError:
         return None
-    return document if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    return _unwrapped(document)
+
+
+def _unwrapped(document: dict[str, Any]) -> dict[str, Any]:
+    """The SES notification inside an SNS envelope, whose ``Message`` holds it as a
+    JSON string; ``document`` itself when it is not such an envelope."""
+    inner = document.get("Message")
+    if "notificationType" in document or not isinstance(inner, str):
+        return document
+    try:
+        notification = json.loads(inner)
+    except ValueError:
+        return document
+    return notification if isinstance(notification, dict) else document
 
 
 def _as_list(value: object) -> list[dict[str, Any]]:
