@@ -201,3 +201,11 @@ def test_an_ses_bounce_inside_an_sns_envelope_is_read() -> None:
 
     assert recipient.address == "otto@inbox.example"
     assert recipient.bounce_type is BounceType.HARD
+
+
+def test_a_sendmail_line_speaks_only_for_its_own_address() -> None:
+    first, second = parsed("text-sendmail-per-line.eml").recipients
+
+    assert first.bounce_reason is BounceReason.NETWORK_ERROR
+    assert first.bounce_type is BounceType.SOFT
+    assert second.bounce_reason is BounceReason.HOST_UNKNOWN

@@ -175,9 +175,17 @@ def segment_for(text: str, address: str) -> str:
     return text[index : index + _SEGMENT_MAX]
 
 
+# Sendmail's "554 <a@b.example>... Remote protocol error: ..." tells the reason for
+# that address on its own line; the lines after it are about other addresses.
+_SENDMAIL_LINE = re.compile(r">?\.\.\.\s+\S.{8,}")
+
+
 def diagnostic_of(segment: str, address: str) -> str:
     """The server's words from a segment: whitespace folded, truncated."""
     body = segment[len(address) :] if segment.startswith(address) else segment
+    own_line = body.split("\n", 1)[0]
+    if _SENDMAIL_LINE.match(own_line):
+        body = own_line
     body = re.sub(r"\s+", " ", body).strip(" :>-\t\n")
     return body[:_DIAGNOSTIC_MAX]
 
