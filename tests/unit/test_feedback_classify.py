@@ -31,6 +31,7 @@ from pegabridge.feedback.models import BounceType
         ("5.1.6", "", "", R.HAS_MOVED),
         ("4.4.7", "", "", R.EXPIRED),
         ("", "", "nothing telling here", R.OTHER),
+        ("", "550", "... Remote protocol error", R.NETWORK_ERROR),
     ],
 )
 def test_the_reason_follows_the_table(

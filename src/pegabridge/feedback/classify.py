@@ -205,7 +205,7 @@ _TEXT: tuple[Rule, ...] = (
         r"connection (?:refused|timed out|reset|lost|closed|dropped)|timeout"
         r"|timed out|network|unreachable|no route to host|mail loop|too many hops"
         r"|loop detected|routing loop|lost connection|could not connect"
-        r"|unable to connect|no answer",
+        r"|unable to connect|no answer|protocol error",
         R.NETWORK_ERROR,
     ),
     _text(
