@@ -209,3 +209,10 @@ def test_a_sendmail_line_speaks_only_for_its_own_address() -> None:
     assert first.bounce_reason is BounceReason.NETWORK_ERROR
     assert first.bounce_type is BounceType.SOFT
     assert second.bounce_reason is BounceReason.HOST_UNKNOWN
+
+
+def test_a_recipient_also_in_the_bounces_x_original_to_is_still_reported() -> None:
+    [recipient] = parsed("text-original-to-names-recipient.eml").recipients
+
+    assert recipient.address == "ingrid@inbox.example"
+    assert recipient.bounce_type is BounceType.HARD

@@ -179,9 +179,13 @@ def _collect(msg: Message) -> _Parts:
 
 
 def _excluded_addresses(msg: Message, returned: Message | None) -> frozenset[str]:
-    """Addresses that name the sender or the bounce's addressee, never a recipient."""
+    """Addresses that name the sender or the bounce's addressee, never a recipient.
+
+    ``X-Original-To`` is not among them: some servers write the failed recipient
+    there, in the bounce's own headers.
+    """
     found: list[str] = []
-    for name in ("to", "delivered-to", "x-original-to", "envelope-to"):
+    for name in ("to", "delivered-to", "envelope-to"):
         found.extend(mime.addresses_in(mime.header(msg, name)))
     for name in ("from", "return-path", "sender", "reply-to"):
         found.extend(mime.addresses_in(mime.header(msg, name)))
