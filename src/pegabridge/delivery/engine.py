@@ -415,6 +415,7 @@ class DeliveryEngine:
             self.wake()
 
     async def _settle(self, lane: Lane, event: Leased, result: AttemptResult) -> None:
+        """Judge the answer, then deliver, pause, or schedule a retry."""
         verdict = judge(result)
         now = time.time()
         observe_attempt(
@@ -426,48 +427,59 @@ class DeliveryEngine:
         )
 
         if verdict is Verdict.DELIVERED:
-            self.delivered += 1
-            lane.bad_requests = 0
-            if lane.circuit.record_success():
-                await self._on_recovered(lane, now)
-            self._queue_outcome(self._outcome(lane, event, result, now, "delivered"))
+            await self._on_delivered(lane, event, result, now)
             return
 
         self.failed_attempts += 1
-        if verdict is Verdict.PAUSE:
-            reason = (
-                f"the endpoint refused the username and password (HTTP "
-                f"{result.status_code}); correct them and the waiting events are sent"
-            )
+        reason = self._pause_reason(lane, verdict, result)
+        if reason:
             self._queue_outcome(self._outcome(lane, event, result, now, "paused", now))
             await self._pause(lane, reason)
             return
 
-        if verdict is Verdict.BAD_REQUEST:
-            lane.bad_requests += 1
-            if lane.bad_requests >= self._settings.pause_after_400s:
-                reason = (
-                    f"the endpoint answered 400 to {lane.bad_requests} events in a "
-                    "row; Pega answers 400 when authentication fails: check the "
-                    "username and password, then resume"
-                )
-                self._queue_outcome(
-                    self._outcome(lane, event, result, now, "paused", now)
-                )
-                await self._pause(lane, reason)
-                return
-        elif lane.circuit.record_failure(now):
-            log.warning(
-                "endpoint failing; circuit opened",
-                extra={
-                    "event": "delivery.circuit_opened",
-                    "installation_id": lane.installation_id,
-                    "failures": lane.circuit.failures,
-                },
-            )
-            self._release_queued(lane, "circuit open")
-
+        if verdict is Verdict.RETRY:
+            self._count_failure(lane, now)
         self._schedule_retry(lane, event, result, now)
+
+    async def _on_delivered(
+        self, lane: Lane, event: Leased, result: AttemptResult, now: float
+    ) -> None:
+        self.delivered += 1
+        lane.bad_requests = 0
+        if lane.circuit.record_success():
+            await self._on_recovered(lane, now)
+        self._queue_outcome(self._outcome(lane, event, result, now, "delivered"))
+
+    def _pause_reason(self, lane: Lane, verdict: Verdict, result: AttemptResult) -> str:
+        """Why this answer pauses the installation, or ``""`` when it does not."""
+        if verdict is Verdict.PAUSE:
+            return (
+                f"the endpoint refused the username and password (HTTP "
+                f"{result.status_code}); correct them and the waiting events are sent"
+            )
+        if verdict is not Verdict.BAD_REQUEST:
+            return ""
+        lane.bad_requests += 1
+        if lane.bad_requests < self._settings.pause_after_400s:
+            return ""
+        return (
+            f"the endpoint answered 400 to {lane.bad_requests} events in a row; Pega "
+            "answers 400 when authentication fails: check the username and password, "
+            "then resume"
+        )
+
+    def _count_failure(self, lane: Lane, now: float) -> None:
+        if not lane.circuit.record_failure(now):
+            return
+        log.warning(
+            "endpoint failing; circuit opened",
+            extra={
+                "event": "delivery.circuit_opened",
+                "installation_id": lane.installation_id,
+                "failures": lane.circuit.failures,
+            },
+        )
+        self._release_queued(lane, "circuit open")
 
     def _schedule_retry(
         self, lane: Lane, event: Leased, result: AttemptResult, now: float
