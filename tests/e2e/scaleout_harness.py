@@ -324,3 +324,21 @@ async def pending_rows(database_url: str) -> int:
         return count
     finally:
         await conn.close()
+
+
+async def outbox_summary(database_url: str) -> list[str]:
+    """The rows not delivered yet, grouped, to explain a failure: state, whether a
+    lease is held, and how far the lease and the next attempt lie from now."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT state, leased_by IS NOT NULL AS leased, count(*) AS n,"
+            " round(min(lease_until - extract(epoch FROM now()))::numeric, 1) AS lease,"
+            " round(min(next_attempt_at - extract(epoch FROM now()))::numeric, 1)"
+            " AS due, max(attempts) AS attempts, max(last_error) AS error"
+            " FROM outbox WHERE state <> 'delivered' GROUP BY 1, 2"
+        )
+        return [str(dict(row)) for row in rows]
+    finally:
+        await conn.close()

@@ -21,6 +21,7 @@ from scaleout_harness import (
     fresh_database,
     install,
     open_events,
+    outbox_summary,
     pending_rows,
     platform_settings,
     postgres_cluster,
@@ -113,6 +114,7 @@ async def test_every_event_arrives_while_workers_are_killed_at_random(
         stop_killing.set()
         await killer
         not_marked = await _settled_rows(pg_url)
+        summary = await outbox_summary(pg_url) if not_marked else []
     finally:
         stop_killing.set()
         workers.stop_all()
@@ -121,7 +123,7 @@ async def test_every_event_arrives_while_workers_are_killed_at_random(
     _report(record_property, receiver, workers)
     assert missing == [], workers.logs()
     assert workers.kills >= 2
-    assert not_marked == 0
+    assert not_marked == 0, summary
 
 
 async def test_every_event_arrives_when_the_database_restarts_midway(
