@@ -75,11 +75,13 @@ def _report(
     return share
 
 
-async def _settled_rows(pg_url: str, timeout_s: float = 20.0) -> int:
+async def _settled_rows(pg_url: str, timeout_s: float = 60.0) -> int:
     """Rows still not marked delivered once leases of killed workers ran out.
 
     A worker killed after its POST and before storing the answer leaves its rows
     pending; after the lease (3 s here) another worker sends them again and marks them.
+    A worker restarted last may need several seconds to start on a loaded machine, so
+    the wait is generous; it ends as soon as every row is marked.
     """
     deadline = time.monotonic() + timeout_s
     left = await pending_rows(pg_url)
