@@ -18,12 +18,18 @@ from mailing_support import (
 )
 from pegabridge.config import Settings
 from pegabridge.mailing.contents import ContentInput, create_content
-from pegabridge.mailing.customers import CustomerInput, create_customer
+from pegabridge.mailing.customers import (
+    CustomerInput,
+    create_customer,
+    get_customer,
+    not_mailable_reason,
+)
 from pegabridge.mailing.errors import SendFailed
 from pegabridge.mailing.sends import SendSpec
 from pegabridge.mailing.service import Mailing
 from pegabridge.mailing.settings import MailSettings
 from pegabridge.mailing.transport import TransportError
+from pegabridge.metrics import REGISTRY
 from pegabridge.sandbox import SandboxEndpoint
 from pegabridge.web.runtime import Runtime
 
@@ -227,6 +233,8 @@ async def test_a_recipient_refused_by_the_relay_is_a_hard_bounce_at_once(
     runtime, parts = mailing
     content_id, customer_id = await _content_and_customer(runtime)
     sink.handler.refuse["ann@example.org"] = "550 5.1.1 <ann@example.org>: no such user"
+    labels = {"type": "HARD", "reason": "user unknown"}
+    counted = REGISTRY.get_sample_value("pegabridge_bounces_total", labels) or 0.0
 
     await parts.sender.send_single(
         SendSpec(PORTAL_ID, BRAND_ID, "SINGLEMAIL", content_id), customer_id
@@ -237,6 +245,12 @@ async def test_a_recipient_refused_by_the_relay_is_a_hard_bounce_at_once(
     assert events["bounces"]["bounce_type"] == "HARD"
     assert events["bounces"]["bounce_code"] == "5.1.1"
     assert events["bounces"]["bounce_count_hard"] == 1
+    async with runtime.db.connect() as conn:
+        customer = await get_customer(conn, PORTAL_ID, BRAND_ID, customer_id)
+    assert (customer.bounce_count_hard, customer.bounce_count_soft) == (1, 0)
+    assert not_mailable_reason(customer) is not None
+    after = REGISTRY.get_sample_value("pegabridge_bounces_total", labels)
+    assert after == counted + 1
 
 
 async def test_without_tracking_consent_there_is_no_pixel_and_no_tracked_link(

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -56,6 +56,7 @@ from pegabridge.mailing.customers import (
 from pegabridge.mailing.errors import MailingError, NotFound, SendFailed
 from pegabridge.mailing.render import Personal, Renderer, merged_variables
 from pegabridge.mailing.transport import Accepted, Refused, Transport, TransportError
+from pegabridge.metrics import observe_bounce
 from pegabridge.store.tables import (
     brands,
     broadcasts,
@@ -597,6 +598,53 @@ class Sender:
         )
 
 
+def _leave_queue() -> Update:
+    """A broadcast leaves the queue once, with its final state and context."""
+    return (
+        update(broadcasts)
+        .where(broadcasts.c.id == bindparam("row_id"), broadcasts.c.state == "queued")
+        .values(
+            state=bindparam("new_state"),
+            sent_at=bindparam("row_sent_at"),
+            context=bindparam("row_context"),
+        )
+    )
+
+
+def _leave_params(row: _Row) -> dict[str, object]:
+    return {
+        "row_id": row.broadcast_id,
+        "new_state": row.state,
+        "row_sent_at": row.sent_at,
+        "row_context": context_to_json(row.context),
+    }
+
+
+async def _finish_bounced(
+    conn: AsyncConnection, row: _Row, bounce: BounceEvent
+) -> None:
+    """Count a refusal at send time on the customer, once, and in the metrics.
+
+    The counters grow in the database (not set from what this process read) so that
+    a bounce mail recorded for the same customer at the same moment is not lost; the
+    broadcast leaving the queue guards against counting twice when a page is retried.
+    """
+    left = await conn.execute(_leave_queue(), _leave_params(row))
+    if not left.rowcount:
+        return
+    hard = 1 if bounce.bounce_type == "HARD" else 0
+    await conn.execute(
+        update(customers)
+        .where(customers.c.id == row.customer.id)
+        .values(
+            bounce_count_hard=customers.c.bounce_count_hard + hard,
+            bounce_count_soft=customers.c.bounce_count_soft + (1 - hard),
+            updated_at=time.time(),
+        )
+    )
+    observe_bounce(bounce.bounce_type, bounce.bounce_reason)
+
+
 def _bounce_event(row: _Row, refused: Refused) -> BounceEvent:
     status = refused.enhanced_code
     reason, bounce_type = classify(
@@ -724,37 +772,10 @@ async def _finish_page(
     conn: AsyncConnection, send_id: int, rows: list[_Row], report: SendReport
 ) -> None:
     done = [r for r in rows if r.state in ("sent", "bounced")]
-    if done:
-        await conn.execute(
-            update(broadcasts)
-            .where(
-                broadcasts.c.id == bindparam("row_id"),
-                broadcasts.c.state == "queued",
-            )
-            .values(
-                state=bindparam("new_state"),
-                sent_at=bindparam("row_sent_at"),
-                context=bindparam("row_context"),
-            ),
-            [
-                {
-                    "row_id": r.broadcast_id,
-                    "new_state": r.state,
-                    "row_sent_at": r.sent_at,
-                    "row_context": context_to_json(r.context),
-                }
-                for r in done
-            ],
-        )
+    plain = [r for r in done if r.bounce is None]
+    if plain:
+        await conn.execute(_leave_queue(), [_leave_params(r) for r in plain])
     for row in done:
         if row.bounce is not None:
-            await conn.execute(
-                update(customers)
-                .where(customers.c.id == row.customer.id)
-                .values(
-                    bounce_count_hard=row.bounce.bounce_count_hard,
-                    bounce_count_soft=row.bounce.bounce_count_soft,
-                    updated_at=time.time(),
-                )
-            )
+            await _finish_bounced(conn, row, row.bounce)
     await _save_report(conn, send_id, report, "running")
