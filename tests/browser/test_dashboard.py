@@ -170,7 +170,7 @@ async def test_the_replay_button_sends_a_dead_letter_to_the_receiver_again(
     sandbox.responder = lambda _request: (500, '{"error":"mapping failed"}')
     answer = await brand.post([activity("conversions")])
     uuid = answer.json()["items"][0]["uuid"]
-    await until(lambda: _is_dead(served.base_url, page, uuid), timeout_s=15)
+    await until(lambda: _has_state(served.base_url, page, uuid, "dead"), 15)
 
     sandbox.responder = None
     await page.goto("/dashboard/dead-letters")
@@ -185,17 +185,20 @@ async def test_the_replay_button_sends_a_dead_letter_to_the_receiver_again(
     assert received.json()["uuid"] == uuid
 
 
-async def _is_dead(base_url: str, page: Any, uuid: str) -> bool:
+async def _has_state(base_url: str, page: Any, uuid: str, state: str) -> bool:
     answer = await page.request.get(f"{base_url}/dashboard/deliveries?q={uuid}")
-    return "state dead" in await answer.text()
+    return f"state {state}" in await answer.text()
 
 
 async def test_the_delivery_log_finds_an_event_by_customer_and_shows_its_attempts(
     served: Any, sandbox: SandboxEndpoint, page: Any
 ) -> None:
     brand = await install(served, sandbox)
-    await brand.post([activity("opens", customer_id=4242), activity("opens")])
+    answer = await brand.post([activity("opens", customer_id=4242), activity("opens")])
+    uuid = answer.json()["items"][0]["uuid"]
     await sandbox.wait_for(2)
+    # The endpoint's answer is written to the attempt log a moment after it arrives.
+    await until(lambda: _has_state(served.base_url, page, uuid, "delivered"), 15)
 
     await page.goto("/dashboard/deliveries?q=4242")
     rows = page.locator(".table-wrap > table.log > tbody > tr:not(.attempts)")
