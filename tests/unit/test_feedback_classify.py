@@ -76,6 +76,28 @@ def test_a_sendmail_transcript_with_need_rcpt_was_a_recipient_refusal() -> None:
     assert refused_command(text) == "RCPT"
 
 
+@pytest.mark.parametrize(
+    "answer_to_data",
+    [
+        "<<< 554 5.5.1 Error: no valid recipients",
+        "<<< 503 valid RCPT command must precede DATA",
+    ],
+)
+def test_a_pipelined_transcript_whose_data_found_no_recipient_was_a_recipient_refusal(
+    answer_to_data: str,
+) -> None:
+    text = f">>> DATA\n<<< 550 5.5.0 Invalid recipient\n{answer_to_data}"
+
+    assert refused_command(text) == "RCPT"
+    assert classify("5.5.0", "550", text) == (R.USER_UNKNOWN, BounceType.HARD)
+
+
+def test_a_refusal_after_data_that_kept_its_recipients_stays_a_data_refusal() -> None:
+    text = ">>> DATA\n<<< 550 5.7.1 Message refused\n<<< 221 2.0.0 Bye"
+
+    assert refused_command(text) == "DATA"
+
+
 def test_every_rule_pattern_compiles_to_something_matchable() -> None:
     assert all(rule.pattern.pattern for rule in RULES)
 

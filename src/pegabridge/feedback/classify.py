@@ -325,8 +325,14 @@ _COMMAND_PHRASE = re.compile(
     re.IGNORECASE,
 )
 # Sendmail pipelines RCPT and DATA: its transcript shows ">>> DATA" before the refusal
-# of the recipient, then "503 ... Need RCPT" - the refusal was of the recipient.
-_RCPT_REFUSED = re.compile(r"need rcpt|all rcpt commands were rejected", re.IGNORECASE)
+# of the recipient, then the answer to DATA says no recipient was left ("503 ... Need
+# RCPT" from Sendmail, "554 5.5.1 Error: no valid recipients" from Postfix, "503 valid
+# RCPT command must precede DATA" from Exim) - the refusal was of the recipient.
+_RCPT_REFUSED = re.compile(
+    r"need rcpt|all rcpt commands were rejected|no valid recipients"
+    r"|valid rcpt command must precede data",
+    re.IGNORECASE,
+)
 _TRANSCRIPT_COMMAND = re.compile(
     r"^\s*>>>\s*(data|rcpt|mail|helo|ehlo)\b|^\s*<<<\s*[45]\d\d", re.I | re.M
 )
