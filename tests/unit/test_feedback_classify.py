@@ -205,3 +205,19 @@ def test_a_null_mx_code_without_such_words_stays_an_authentication_failure() -> 
     reason, _ = classify("5.7.27", "550", "550 sender address has no usable MX")
 
     assert reason is R.AUTHENTICATION_FAILED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "550 5.0.0 <ada@b.example>: Recipient address rejected: On hold",
+        "550 mailbox ada@b.example is on hold",
+        "554 account on hold, contact your provider",
+    ],
+)
+def test_an_address_on_hold_is_a_disabled_mailbox_not_a_bad_address(text: str) -> None:
+    assert classify("5.0.0", "550", text) == (R.MAILBOX_DISABLED, BounceType.SOFT)
+
+
+def test_a_message_on_hold_says_nothing_of_the_mailbox() -> None:
+    assert classify_reason("", "", "your message is on hold for review") is R.OTHER

@@ -106,7 +106,8 @@ _TEXT: tuple[Rule, ...] = (
         r"|suspended|inactive|deactivated|locked|frozen|expired|closed|blocked)"
         r"|(?:disabled|suspended|inactive|deactivated|expired|closed) "
         r"(?:account|mailbox|user)"
-        r"|account (?:is )?(?:not active|unavailable|on hold)"
+        r"|account (?:is )?(?:not active|unavailable)"
+        r"|(?:account|mailbox|address|recipient)\b[^\n]{0,40}\bon hold\b"
         r"|\bis (?:disabled|suspended)"
         r"|mailbox is not active|this account has been|temporarily disabled",
         R.MAILBOX_DISABLED,
