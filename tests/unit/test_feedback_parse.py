@@ -60,6 +60,16 @@ def test_a_delayed_dsn_is_a_delay_not_a_bounce() -> None:
     assert report.recipients[0].address == "linus@slow.example"
 
 
+def test_a_dsn_with_failed_and_delayed_recipients_is_a_bounce_naming_both() -> None:
+    report = parsed("dsn-failed-and-delayed.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    assert [(r.address, r.action, r.bounce_type) for r in report.recipients] == [
+        ("otto@gone.example", "failed", BounceType.HARD),
+        ("petra@slow.example", "delayed", BounceType.SOFT),
+    ]
+
+
 def test_a_success_dsn_is_delivered() -> None:
     assert parsed("dsn-delivered.eml").kind is FeedbackKind.DELIVERED
 

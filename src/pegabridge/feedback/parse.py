@@ -259,33 +259,35 @@ def _all_soft(recipients: tuple[RecipientFeedback, ...]) -> bool:
 def _dsn_report(
     base: FeedbackReport, context: _Context, groups: list[dsn.DsnRecipient]
 ) -> FeedbackReport:
-    failed, delayed, delivered = [], [], []
-    for group in groups:
-        action = group.action or _implied_action(group.status, context)
-        segment = freetext.segment_for(
-            freetext.report_part(context.report_text), group.address
-        )
-        recipient = _bounced(
-            group.address,
-            group.status,
-            group.diagnostic,
-            segment,
-            action,
-            gateway=context.gateway,
-            diagnostic_type=group.diagnostic_type,
-        )
-        if action in _SUCCESS_ACTIONS:
-            delivered.append(recipient)
-        elif action == "delayed":
-            delayed.append(recipient)
-        else:
-            failed.append(recipient)
+    recipients = [_dsn_recipient(group, context) for group in groups]
+    delivered = tuple(r for r in recipients if r.action in _SUCCESS_ACTIONS)
+    undelivered = tuple(r for r in recipients if r.action not in _SUCCESS_ACTIONS)
+    delayed = tuple(r for r in undelivered if r.action == "delayed")
 
-    if failed:
-        return _with(base, FeedbackKind.BOUNCE, tuple(failed))
+    # One DSN may report some recipients failed and others only delayed. It is a
+    # bounce, and the delayed ones stay in it, in the report's order, with their own
+    # action: whoever reads it (the recorder) must not take them for failures.
+    if len(delayed) < len(undelivered):
+        return _with(base, FeedbackKind.BOUNCE, undelivered)
     if delayed:
-        return _with(base, FeedbackKind.DELAY, tuple(delayed))
-    return _with(base, FeedbackKind.DELIVERED, tuple(delivered))
+        return _with(base, FeedbackKind.DELAY, delayed)
+    return _with(base, FeedbackKind.DELIVERED, delivered)
+
+
+def _dsn_recipient(group: dsn.DsnRecipient, context: _Context) -> RecipientFeedback:
+    action = group.action or _implied_action(group.status, context)
+    segment = freetext.segment_for(
+        freetext.report_part(context.report_text), group.address
+    )
+    return _bounced(
+        group.address,
+        group.status,
+        group.diagnostic,
+        segment,
+        action,
+        gateway=context.gateway,
+        diagnostic_type=group.diagnostic_type,
+    )
 
 
 def _implied_action(status: str, context: _Context) -> str:
