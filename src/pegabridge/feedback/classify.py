@@ -196,7 +196,10 @@ _TEXT: tuple[Rule, ...] = (
         r"|refused by recipient|recipient.{0,20}(?:rejects|refuses)",
         R.CONTENT_REJECTED,
     ),
-    _text(r"polic(?:y|ies)|prohibited|not allowed|violat", R.POLICY_RELATED),
+    _text(
+        r"polic(?:y|ies)|prohibited|not allowed|violat|\bnot (?:a )?member\b",
+        R.POLICY_RELATED,
+    ),
     _text(
         r"too many (?:connections|sessions|messages|recipients)|rate limit|throttl"
         r"|connection rate|try (?:again )?later|sending rate",
@@ -205,7 +208,8 @@ _TEXT: tuple[Rule, ...] = (
     _text(
         r"connection (?:refused|timed out|reset|lost|closed|dropped)|timeout"
         r"|timed out|network|unreachable|no route to host|mail loop|too many hops"
-        r"|loop detected|routing loop|lost connection|could not connect"
+        r"|loop detected|routing loop|loop alert|duplicated message-id"
+        r"|lost connection|could not connect"
         r"|unable to connect|no answer|protocol error",
         R.NETWORK_ERROR,
     ),

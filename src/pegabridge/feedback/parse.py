@@ -7,7 +7,8 @@ The reading order is fixed, from the most to the least machine-readable:
 3. RFC 3464 per-recipient groups (``message/delivery-status`` or the same fields in
    text), where ``Action`` decides between bounce, delay and delivered;
 4. automatic replies (RFC 3834 and common habits);
-5. free-text bounces, recognised by their sender, subject or wording;
+5. free-text bounces, recognised by their sender, subject or wording, and
+   mailing-list managers' refusals (:mod:`pegabridge.feedback.lists`);
 6. anything else is ``other``.
 
 Parsing never raises: a failure inside is logged (event key ``feedback.parse_failed``)
@@ -29,6 +30,7 @@ from pegabridge.feedback import (
     complaints,
     dsn,
     freetext,
+    lists,
     mime,
     original,
 )
@@ -303,13 +305,20 @@ def _unstructured_report(
 ) -> FeedbackReport:
     report = freetext.report_part(context.report_text)
     bounce_like = freetext.is_bounce_like(context.subject, context.from_, report)
+    list_refusal = not bounce_like and lists.is_list_refusal(
+        context.msg, context.subject, report
+    )
 
     if autoreply.is_auto_reply(context.msg) and not _from_daemon(context):
         return _with(base, FeedbackKind.AUTO_REPLY, ())
-    if not bounce_like:
+    if not (bounce_like or list_refusal):
         return base
 
     found = freetext.find_recipients(report, set(context.excluded))
+    if list_refusal:
+        # A list's notice names its own address first; the addresses after it are
+        # the list's command and owner addresses, not recipients.
+        found = found[:1]
     if not found:
         # Exim names the failed addresses in a header even when its text does not.
         found = [
