@@ -64,6 +64,24 @@ def test_an_unknown_user_refused_after_data_is_a_content_filter() -> None:
     assert bounce_type is BounceType.SOFT
 
 
+def test_a_mailbox_lookup_answered_at_data_is_still_an_unknown_user() -> None:
+    text = (
+        "host mx.mail.b.example said: 554 delivery error: dd This user doesn't have"
+        " a b.example account (ada@b.example) [0] (in reply to end of DATA command)"
+    )
+
+    assert classify("5.0.0", "554", text) == (R.USER_UNKNOWN, BounceType.HARD)
+
+
+def test_a_disabled_mailbox_answered_at_data_stays_a_disabled_mailbox() -> None:
+    text = (
+        "554 delivery error: dd Sorry, this account has been disabled [#102]"
+        " (in reply to end of DATA command)"
+    )
+
+    assert classify("5.0.0", "554", text) == (R.MAILBOX_DISABLED, BounceType.SOFT)
+
+
 def test_a_refused_mail_from_never_makes_the_recipient_hard() -> None:
     text = "SMTP error after MAIL FROM:<x@y.example>: 553 no such user"
 
