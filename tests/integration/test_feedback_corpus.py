@@ -27,27 +27,7 @@ def report() -> CorpusReport:
     return result
 
 
-# TODO: HARD/SOFT agreement with Sisimai is about 94% (403/429), under the 95% aim
-# (until the remaining misses are resolved: mostly "user unknown" under a generic or
-# missing code with no refused command, which Sisimai calls "filtered" or
-# "userunknown" depending on which server wrote it (14 rows: ezweb, x2, zoho, postfix,
-# sendmail, gmail...); a DSN that mixes failed and delayed recipients, whose delayed
-# ones are not reported (rfc3464-35); mailing-list notices (fml-02/03); and single
-# Sisimai verdicts (rfc3464-01 "mailboxfull" under 5.1.1, opensmtpd-12, sendmail-41/46
-# pipelined refusals after DATA, interscanmss-03). Strict xfail: the test turns red as
-# soon as the aim is met, so the mark is removed then.
-BELOW_AIM = pytest.mark.xfail(
-    strict=True, reason="bounce_type is ~94% against Sisimai, aim 95% (issue 6)"
-)
-
-
-@pytest.mark.parametrize(
-    "field",
-    [
-        pytest.param(name, marks=BELOW_AIM) if name == "bounce_type" else name
-        for name in sorted(AIMS)
-    ],
-)
+@pytest.mark.parametrize("field", sorted(AIMS))
 def test_the_corpus_share_meets_the_aim(report: CorpusReport, field: str) -> None:
     right, total = report.share(field)
 

@@ -219,6 +219,18 @@ async def test_delays_delivery_notices_and_auto_replies_send_nothing(
     assert await events(runtime, "bounces") == []
 
 
+async def test_a_bounce_that_names_the_broadcast_recipient_as_delayed_is_a_delay(
+    runtime: Runtime, intake: FeedbackIntake
+) -> None:
+    sent = await sent_to(runtime, "ivo@inbox.example")
+
+    recorded = await intake.accept(sample("dsn-failed-and-delayed.eml", sent))
+
+    assert (recorded.kind.value, recorded.outcome) == ("delay", Outcome.IGNORED)
+    assert await events(runtime, "bounces") == []
+    assert (await customer_counts(runtime, sent.customer_id))["bounce_count_hard"] == 0
+
+
 async def test_a_recipient_refused_at_send_time_is_a_bounce_once(
     runtime: Runtime,
 ) -> None:

@@ -64,6 +64,24 @@ def test_an_unknown_user_refused_after_data_is_a_content_filter() -> None:
     assert bounce_type is BounceType.SOFT
 
 
+def test_a_mailbox_lookup_answered_at_data_is_still_an_unknown_user() -> None:
+    text = (
+        "host mx.mail.b.example said: 554 delivery error: dd This user doesn't have"
+        " a b.example account (ada@b.example) [0] (in reply to end of DATA command)"
+    )
+
+    assert classify("5.0.0", "554", text) == (R.USER_UNKNOWN, BounceType.HARD)
+
+
+def test_a_disabled_mailbox_answered_at_data_stays_a_disabled_mailbox() -> None:
+    text = (
+        "554 delivery error: dd Sorry, this account has been disabled [#102]"
+        " (in reply to end of DATA command)"
+    )
+
+    assert classify("5.0.0", "554", text) == (R.MAILBOX_DISABLED, BounceType.SOFT)
+
+
 def test_a_refused_mail_from_never_makes_the_recipient_hard() -> None:
     text = "SMTP error after MAIL FROM:<x@y.example>: 553 no such user"
 
@@ -74,6 +92,28 @@ def test_a_sendmail_transcript_with_need_rcpt_was_a_recipient_refusal() -> None:
     text = ">>> DATA\n<<< 550 5.1.1 User unknown\n<<< 503 5.0.0 Need RCPT (recipient)"
 
     assert refused_command(text) == "RCPT"
+
+
+@pytest.mark.parametrize(
+    "answer_to_data",
+    [
+        "<<< 554 5.5.1 Error: no valid recipients",
+        "<<< 503 valid RCPT command must precede DATA",
+    ],
+)
+def test_a_pipelined_transcript_whose_data_found_no_recipient_was_a_recipient_refusal(
+    answer_to_data: str,
+) -> None:
+    text = f">>> DATA\n<<< 550 5.5.0 Invalid recipient\n{answer_to_data}"
+
+    assert refused_command(text) == "RCPT"
+    assert classify("5.5.0", "550", text) == (R.USER_UNKNOWN, BounceType.HARD)
+
+
+def test_a_refusal_after_data_that_kept_its_recipients_stays_a_data_refusal() -> None:
+    text = ">>> DATA\n<<< 550 5.7.1 Message refused\n<<< 221 2.0.0 Bye"
+
+    assert refused_command(text) == "DATA"
 
 
 def test_every_rule_pattern_compiles_to_something_matchable() -> None:
@@ -183,3 +223,19 @@ def test_a_null_mx_code_without_such_words_stays_an_authentication_failure() -> 
     reason, _ = classify("5.7.27", "550", "550 sender address has no usable MX")
 
     assert reason is R.AUTHENTICATION_FAILED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "550 5.0.0 <ada@b.example>: Recipient address rejected: On hold",
+        "550 mailbox ada@b.example is on hold",
+        "554 account on hold, contact your provider",
+    ],
+)
+def test_an_address_on_hold_is_a_disabled_mailbox_not_a_bad_address(text: str) -> None:
+    assert classify("5.0.0", "550", text) == (R.MAILBOX_DISABLED, BounceType.SOFT)
+
+
+def test_a_message_on_hold_says_nothing_of_the_mailbox() -> None:
+    assert classify_reason("", "", "your message is on hold for review") is R.OTHER

@@ -60,6 +60,16 @@ def test_a_delayed_dsn_is_a_delay_not_a_bounce() -> None:
     assert report.recipients[0].address == "linus@slow.example"
 
 
+def test_a_dsn_with_failed_and_delayed_recipients_is_a_bounce_naming_both() -> None:
+    report = parsed("dsn-failed-and-delayed.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    assert [(r.address, r.action, r.bounce_type) for r in report.recipients] == [
+        ("otto@gone.example", "failed", BounceType.HARD),
+        ("petra@slow.example", "delayed", BounceType.SOFT),
+    ]
+
+
 def test_a_success_dsn_is_delivered() -> None:
     assert parsed("dsn-delivered.eml").kind is FeedbackKind.DELIVERED
 
@@ -216,3 +226,26 @@ def test_a_recipient_also_in_the_bounces_x_original_to_is_still_reported() -> No
 
     assert recipient.address == "ingrid@inbox.example"
     assert recipient.bounce_type is BounceType.HARD
+
+
+def test_a_list_that_refuses_a_non_member_bounces_the_list_address() -> None:
+    report = parsed("list-not-a-member.eml")
+
+    assert report.kind is FeedbackKind.BOUNCE
+    [recipient] = report.recipients
+    assert recipient.address == "riverclub@lists.example"
+    assert (recipient.bounce_reason, recipient.bounce_type) == (
+        BounceReason.POLICY_RELATED,
+        BounceType.SOFT,
+    )
+
+
+def test_a_list_that_saw_the_message_loop_bounces_it_softly() -> None:
+    [recipient] = parsed("list-loop-alert.eml").recipients
+
+    assert recipient.address == "orchard@lists.example"
+    assert recipient.bounce_reason is BounceReason.NETWORK_ERROR
+
+
+def test_a_post_held_for_the_list_moderator_is_no_bounce() -> None:
+    assert parsed("list-held-for-moderator.eml").kind is FeedbackKind.OTHER

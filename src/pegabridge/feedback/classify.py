@@ -13,7 +13,9 @@ wins; the bands are tried in this order:
 
 Unless a band-1 code decided, the SMTP command that was refused corrects the reason: an
 "unknown user" refused after ``DATA`` is a content filter (the recipient had been
-accepted), and a refusal of ``MAIL FROM`` or ``HELO`` is about the sender.
+accepted) unless the answer is a provider's mailbox lookup made at ``DATA``
+(:data:`LOOKUPS_AFTER_DATA`), and a refusal of ``MAIL FROM`` or ``HELO`` is about the
+sender.
 
 ``bounce_type`` follows from the reason alone: ``HARD`` only for reasons that say the
 address itself is bad (:data:`HARD_REASONS`: user unknown, host unknown, has moved, not
@@ -106,7 +108,8 @@ _TEXT: tuple[Rule, ...] = (
         r"|suspended|inactive|deactivated|locked|frozen|expired|closed|blocked)"
         r"|(?:disabled|suspended|inactive|deactivated|expired|closed) "
         r"(?:account|mailbox|user)"
-        r"|account (?:is )?(?:not active|unavailable|on hold)"
+        r"|account (?:is )?(?:not active|unavailable)"
+        r"|(?:account|mailbox|address|recipient)\b[^\n]{0,40}\bon hold\b"
         r"|\bis (?:disabled|suspended)"
         r"|mailbox is not active|this account has been|temporarily disabled",
         R.MAILBOX_DISABLED,
@@ -195,7 +198,10 @@ _TEXT: tuple[Rule, ...] = (
         r"|refused by recipient|recipient.{0,20}(?:rejects|refuses)",
         R.CONTENT_REJECTED,
     ),
-    _text(r"polic(?:y|ies)|prohibited|not allowed|violat", R.POLICY_RELATED),
+    _text(
+        r"polic(?:y|ies)|prohibited|not allowed|violat|\bnot (?:a )?member\b",
+        R.POLICY_RELATED,
+    ),
     _text(
         r"too many (?:connections|sessions|messages|recipients)|rate limit|throttl"
         r"|connection rate|try (?:again )?later|sending rate",
@@ -204,7 +210,8 @@ _TEXT: tuple[Rule, ...] = (
     _text(
         r"connection (?:refused|timed out|reset|lost|closed|dropped)|timeout"
         r"|timed out|network|unreachable|no route to host|mail loop|too many hops"
-        r"|loop detected|routing loop|lost connection|could not connect"
+        r"|loop detected|routing loop|loop alert|duplicated message-id"
+        r"|lost connection|could not connect"
         r"|unable to connect|no answer|protocol error",
         R.NETWORK_ERROR,
     ),
@@ -271,6 +278,7 @@ class CommandRule:
     rejected``. With ``gateway`` set, the rule holds only for a notice written by a
     content-filtering gateway (:data:`FILTER_GATEWAYS`): such a gateway's "unknown
     user" without an ``x.1.x`` code is its filter's verdict, not a directory lookup.
+    The rule does not hold when the server's words match one of ``unless``.
     """
 
     commands: frozenset[str]
@@ -278,10 +286,25 @@ class CommandRule:
     becomes: BounceReason
     status: re.Pattern[str] | None = None
     gateway: bool = False
+    unless: tuple[re.Pattern[str], ...] = ()
+
+
+LOOKUPS_AFTER_DATA: tuple[re.Pattern[str], ...] = (
+    re.compile(r"delivery error: dd\b", re.IGNORECASE),
+)
+"""Answers to ``DATA`` that are a mailbox lookup all the same. Yahoo checks the
+recipient only once the message is in and answers "554 delivery error: dd" followed
+by the mailbox's state ("This user doesn't have a yahoo.com account", "This account
+has been disabled"): the directory's verdict, not a content filter's."""
 
 
 COMMAND_RULES: tuple[CommandRule, ...] = (
-    CommandRule(frozenset({"DATA"}), frozenset({R.USER_UNKNOWN}), R.CONTENT_REJECTED),
+    CommandRule(
+        frozenset({"DATA"}),
+        frozenset({R.USER_UNKNOWN}),
+        R.CONTENT_REJECTED,
+        unless=LOOKUPS_AFTER_DATA,
+    ),
     CommandRule(frozenset({"MAIL"}), HARD_REASONS, R.SENDER_BLOCKED),
     CommandRule(frozenset({"HELO"}), HARD_REASONS, R.SENDER_BLOCKED),
     CommandRule(
@@ -325,8 +348,14 @@ _COMMAND_PHRASE = re.compile(
     re.IGNORECASE,
 )
 # Sendmail pipelines RCPT and DATA: its transcript shows ">>> DATA" before the refusal
-# of the recipient, then "503 ... Need RCPT" - the refusal was of the recipient.
-_RCPT_REFUSED = re.compile(r"need rcpt|all rcpt commands were rejected", re.IGNORECASE)
+# of the recipient, then the answer to DATA says no recipient was left ("503 ... Need
+# RCPT" from Sendmail, "554 5.5.1 Error: no valid recipients" from Postfix, "503 valid
+# RCPT command must precede DATA" from Exim) - the refusal was of the recipient.
+_RCPT_REFUSED = re.compile(
+    r"need rcpt|all rcpt commands were rejected|no valid recipients"
+    r"|valid rcpt command must precede data",
+    re.IGNORECASE,
+)
 _TRANSCRIPT_COMMAND = re.compile(
     r"^\s*>>>\s*(data|rcpt|mail|helo|ehlo)\b|^\s*<<<\s*[45]\d\d", re.I | re.M
 )
@@ -408,17 +437,23 @@ def classify_reason(status: str, reply: str, *texts: str) -> BounceReason:
 
 
 def apply_command(
-    reason: BounceReason, command: str, status: str = "", gateway: bool = False
+    reason: BounceReason,
+    command: str,
+    status: str = "",
+    gateway: bool = False,
+    texts: tuple[str, ...] = (),
 ) -> BounceReason:
     """``reason`` corrected by :data:`COMMAND_RULES` for the refused ``command``
-    (``""`` when unknown), the enhanced code ``status`` and whether a filtering
-    ``gateway`` wrote the bounce."""
+    (``""`` when unknown), the enhanced code ``status``, whether a filtering
+    ``gateway`` wrote the bounce and the server's words ``texts``."""
     for rule in COMMAND_RULES:
         if command not in rule.commands or reason not in rule.reasons:
             continue
         if rule.status is not None and not rule.status.match(status):
             continue
         if rule.gateway and not gateway:
+            continue
+        if any(p.search(text) for p in rule.unless for text in texts):
             continue
         return rule.becomes
     return reason
@@ -489,7 +524,7 @@ def classify(
         reason = _text_override(reason, texts)
     else:
         command = next((c for c in map(refused_command, texts) if c), "")
-        reason = apply_command(reason, command, status, gateway)
+        reason = apply_command(reason, command, status, gateway, texts)
 
     local_failure = DIAGNOSTIC_TYPES.get(diagnostic_type.lower())
     if local_failure is not None and reason in HARD_REASONS:

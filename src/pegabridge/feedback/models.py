@@ -64,6 +64,9 @@ class RecipientFeedback:
     ``bounce_code`` is an RFC 3463 enhanced status code found in the message (never an
     invented one), ``""`` when there is none; ``smtp_code`` is the three-digit reply
     code, ``""`` when none. ``diagnostic`` is the server's own words, truncated.
+    ``action`` is what became of the delivery to this recipient (RFC 3464 words:
+    ``failed``, ``delayed``, ``delivered`` ...); a bounce can name delayed recipients
+    next to the failed ones.
     ``bounce_reason`` and ``bounce_type`` are set for bounces and delays only;
     ``feedback_type`` for complaints only.
     """
@@ -117,6 +120,7 @@ class FeedbackReport:
             "recipients": [
                 {
                     "address": r.address,
+                    "action": r.action or None,
                     "bounce_code": r.bounce_code,
                     "smtp_code": r.smtp_code,
                     "bounce_reason": r.bounce_reason.value if r.bounce_reason else None,

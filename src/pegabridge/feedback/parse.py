@@ -7,7 +7,8 @@ The reading order is fixed, from the most to the least machine-readable:
 3. RFC 3464 per-recipient groups (``message/delivery-status`` or the same fields in
    text), where ``Action`` decides between bounce, delay and delivered;
 4. automatic replies (RFC 3834 and common habits);
-5. free-text bounces, recognised by their sender, subject or wording;
+5. free-text bounces, recognised by their sender, subject or wording, and
+   mailing-list managers' refusals (:mod:`pegabridge.feedback.lists`);
 6. anything else is ``other``.
 
 Parsing never raises: a failure inside is logged (event key ``feedback.parse_failed``)
@@ -29,6 +30,7 @@ from pegabridge.feedback import (
     complaints,
     dsn,
     freetext,
+    lists,
     mime,
     original,
 )
@@ -259,33 +261,35 @@ def _all_soft(recipients: tuple[RecipientFeedback, ...]) -> bool:
 def _dsn_report(
     base: FeedbackReport, context: _Context, groups: list[dsn.DsnRecipient]
 ) -> FeedbackReport:
-    failed, delayed, delivered = [], [], []
-    for group in groups:
-        action = group.action or _implied_action(group.status, context)
-        segment = freetext.segment_for(
-            freetext.report_part(context.report_text), group.address
-        )
-        recipient = _bounced(
-            group.address,
-            group.status,
-            group.diagnostic,
-            segment,
-            action,
-            gateway=context.gateway,
-            diagnostic_type=group.diagnostic_type,
-        )
-        if action in _SUCCESS_ACTIONS:
-            delivered.append(recipient)
-        elif action == "delayed":
-            delayed.append(recipient)
-        else:
-            failed.append(recipient)
+    recipients = [_dsn_recipient(group, context) for group in groups]
+    delivered = tuple(r for r in recipients if r.action in _SUCCESS_ACTIONS)
+    undelivered = tuple(r for r in recipients if r.action not in _SUCCESS_ACTIONS)
+    delayed = tuple(r for r in undelivered if r.action == "delayed")
 
-    if failed:
-        return _with(base, FeedbackKind.BOUNCE, tuple(failed))
+    # One DSN may report some recipients failed and others only delayed. It is a
+    # bounce, and the delayed ones stay in it, in the report's order, with their own
+    # action: whoever reads it (the recorder) must not take them for failures.
+    if len(delayed) < len(undelivered):
+        return _with(base, FeedbackKind.BOUNCE, undelivered)
     if delayed:
-        return _with(base, FeedbackKind.DELAY, tuple(delayed))
-    return _with(base, FeedbackKind.DELIVERED, tuple(delivered))
+        return _with(base, FeedbackKind.DELAY, delayed)
+    return _with(base, FeedbackKind.DELIVERED, delivered)
+
+
+def _dsn_recipient(group: dsn.DsnRecipient, context: _Context) -> RecipientFeedback:
+    action = group.action or _implied_action(group.status, context)
+    segment = freetext.segment_for(
+        freetext.report_part(context.report_text), group.address
+    )
+    return _bounced(
+        group.address,
+        group.status,
+        group.diagnostic,
+        segment,
+        action,
+        gateway=context.gateway,
+        diagnostic_type=group.diagnostic_type,
+    )
 
 
 def _implied_action(status: str, context: _Context) -> str:
@@ -301,13 +305,20 @@ def _unstructured_report(
 ) -> FeedbackReport:
     report = freetext.report_part(context.report_text)
     bounce_like = freetext.is_bounce_like(context.subject, context.from_, report)
+    list_refusal = not bounce_like and lists.is_list_refusal(
+        context.msg, context.subject, report
+    )
 
     if autoreply.is_auto_reply(context.msg) and not _from_daemon(context):
         return _with(base, FeedbackKind.AUTO_REPLY, ())
-    if not bounce_like:
+    if not (bounce_like or list_refusal):
         return base
 
     found = freetext.find_recipients(report, set(context.excluded))
+    if list_refusal:
+        # A list's notice names its own address first; the addresses after it are
+        # the list's command and owner addresses, not recipients.
+        found = found[:1]
     if not found:
         # Exim names the failed addresses in a header even when its text does not.
         found = [

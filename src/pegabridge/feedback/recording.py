@@ -14,7 +14,7 @@ happens to it:
   no counter, no event;
 * a bounce or complaint that matches nothing: ``unmatched``, kept and counted, not sent;
 * auto-replies, delays, delivery notices and anything else: ``ignored``, with their
-  kind.
+  kind. A bounce that names the broadcast's recipient only as delayed is a delay.
 
 A complaint raises ``complaint_count`` and sets ``unsubscribed_at`` (when not set), so
 the customer is no longer mailable (see :mod:`pegabridge.feedback.mailability`).
@@ -22,6 +22,7 @@ the customer is no longer mailable (see :mod:`pegabridge.feedback.mailability`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -59,6 +60,7 @@ from pegabridge.store.writer import GroupCommitter
 logger = logging.getLogger(__name__)
 
 _EVENT_KINDS = frozenset({FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT})
+_DELAYED = "delayed"
 # Repeats the condition of the partial unique index, so that the planner may use it.
 _HAS_SHA = text("feedback_messages.message_sha256 != ''")
 
@@ -119,6 +121,7 @@ async def record_feedback(
     that may be resumed); by default a new one is made.
     """
     now = time.time() if received_at is None else received_at
+    report = _as_it_concerns(report, match)
 
     async def operation(conn: AsyncConnection) -> _Written:
         return await _write(conn, report, match, sha256, source, now, event_uuid)
@@ -378,11 +381,31 @@ def _stored_events(stored: str) -> tuple[BaseEvent, ...]:
 # --- Counters and events. ---
 
 
+def _as_it_concerns(
+    report: FeedbackReport, match: BroadcastMatch | None
+) -> FeedbackReport:
+    """``report`` as it concerns the matched broadcast.
+
+    A bounce may also name recipients whose delivery was only delayed (a DSN with
+    mixed actions); when the broadcast's own recipient is one of them, the message
+    is a delay for this broadcast, not a bounce.
+    """
+    if match is None or report.kind is not FeedbackKind.BOUNCE:
+        return report
+    if _recipient_for(report, match).action != _DELAYED:
+        return report
+    return dataclasses.replace(report, kind=FeedbackKind.DELAY)
+
+
 def _recipient_for(report: FeedbackReport, match: BroadcastMatch) -> RecipientFeedback:
-    """The reported recipient the broadcast went to, else the first one reported."""
+    """The reported recipient the broadcast went to, else the first one that failed,
+    else the first one reported."""
     wanted = match.email_address.lower()
     for recipient in report.recipients:
         if recipient.address.lower() == wanted:
+            return recipient
+    for recipient in report.recipients:
+        if recipient.action != _DELAYED:
             return recipient
     if report.recipients:
         return report.recipients[0]
