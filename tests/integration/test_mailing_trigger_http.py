@@ -168,6 +168,19 @@ async def test_a_body_without_the_customer_field_is_refused_and_nothing_is_sent(
     assert sink.handler.received == []
 
 
+async def test_a_body_nested_past_what_json_can_read_is_refused_not_a_500(
+    api: httpx.AsyncClient, served: Any, sink: Sink
+) -> None:
+    trigger = await _offer_trigger(api)
+    depth = 100_000
+
+    answer = await _call(served.base_url, trigger, "[" * depth + "]" * depth)
+
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "body"
+    assert sink.handler.received == []
+
+
 async def test_a_wrong_secret_is_refused(
     api: httpx.AsyncClient, served: Any, sink: Sink
 ) -> None:
