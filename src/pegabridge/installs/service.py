@@ -377,6 +377,9 @@ def _changes(vault: Vault, values: InstallSettings) -> dict[str, object]:
     if values.password is not None:
         changes["password_enc"] = vault.encrypt(values.password)
     if values.activities is not None:
+        if not values.activities:
+            # An installation that sends nothing skips every event without a word.
+            raise InstallError("choose at least one activity to send", "activities")
         changes["activities"] = format_activities(values.activities)
     if values.invoice_interval is not None:
         changes["invoice_interval"] = values.invoice_interval
