@@ -145,6 +145,15 @@ def test_install_refuses_an_empty_activity_list_instead_of_sending_nothing(
     assert cli.status()[0]["state"] == "active"
 
 
+def test_ingest_of_a_folder_says_it_cannot_be_read_not_a_traceback(
+    cli: Cli, tmp_path: Path
+) -> None:
+    printed = cli("ingest", str(tmp_path), ok=False)
+
+    assert "cannot be read" in printed
+    assert "Traceback" not in printed
+
+
 def test_a_wrong_brand_gets_a_clear_error_not_a_traceback(cli: Cli) -> None:
     printed = cli("pause", "--portal", "1746", "--brand", "99", ok=False)
 
