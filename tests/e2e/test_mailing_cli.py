@@ -59,6 +59,22 @@ def test_a_strict_import_of_a_broken_csv_imports_nothing(env: dict[str, str]) ->
     assert "nothing was imported" in done.stderr
 
 
+def test_a_csv_in_a_legacy_code_page_is_refused_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("email,first_name\njoe@example.org,Jörg\n".encode("latin-1"))
+
+    done = _cli(
+        env,
+        "mailing", "customers", "import", str(latin1), "--portal", "5", "--brand", "1",
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert "line 2 of the CSV is not UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_content_with_a_syntax_error_is_refused_with_its_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
