@@ -35,6 +35,16 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _create_content(
+    env: dict[str, str], html: Path
+) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        env,
+        "mailing", "content", "create", "--portal", "5", "--brand", "1",
+        "--name", "News", "--subject", "Hello", "--html", str(html),
+    )  # fmt: skip
+
+
 def test_a_csv_import_lists_each_broken_row_and_imports_the_rest(
     env: dict[str, str],
 ) -> None:
@@ -75,17 +85,22 @@ def test_a_csv_in_a_legacy_code_page_is_refused_without_a_traceback(
     assert "Traceback" not in done.stderr
 
 
+def test_a_content_whose_template_is_a_folder_is_refused_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    done = _create_content(env, html=tmp_path)
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
 def test_a_content_with_a_syntax_error_is_refused_with_its_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken.html"
     broken.write_text("<p>\n{% for x in y %}\n", encoding="utf-8")
 
-    done = _cli(
-        env,
-        "mailing", "content", "create", "--portal", "5", "--brand", "1",
-        "--name", "Broken", "--subject", "Hi", "--html", str(broken),
-    )  # fmt: skip
+    done = _create_content(env, html=broken)
 
     assert done.returncode == 1
     assert "html, line 2" in done.stdout + done.stderr

@@ -154,8 +154,12 @@ def content_create(
     brand: int = BrandOption,
     name: str = typer.Option(..., help="Name of the content."),
     subject: str = typer.Option(..., help="Subject template."),
-    html: Path | None = typer.Option(None, exists=True, help="HTML template file."),
-    text: Path | None = typer.Option(None, exists=True, help="Text template file."),
+    html: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="HTML template file."
+    ),
+    text: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Text template file."
+    ),
     var: list[str] = typer.Option([], help="Manual variable NAME=DEFAULT; repeat."),
     from_address: str = typer.Option("", help="From header, e.g. 'Shop <n@s.test>'."),
 ) -> None:
