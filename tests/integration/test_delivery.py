@@ -315,3 +315,17 @@ async def test_an_endpoint_url_the_client_cannot_send_to_is_retried_with_a_reaso
 
     await eventually(attempted)
     assert "could not be built" in await last_error()
+
+
+async def test_a_redirect_is_retried_not_followed_to_a_page_that_answers_200(
+    pega_app: Any,
+) -> None:
+    # The sandbox answers a GET with 200, as a sign-in page behind a redirect would.
+    pega_app.sandbox.responder = Script(1, (302, "", {"Location": "/signin"}))
+    await pega_app.install()
+
+    [uuid] = await ingest(pega_app, 1)
+    delivered = await pega_app.sandbox.wait_for(1, timeout_s=10)
+
+    assert uuids_of(delivered) == [uuid]
+    assert [r.status for r in pega_app.sandbox.received] == [302, 200]

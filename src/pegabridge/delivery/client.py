@@ -92,7 +92,11 @@ class EndpointClient:
             return AttemptResult(None, _ms_since(started), error=self._literal_refusal)
         try:
             session = self._open()
-            async with session.post(self.config.url, data=payload.encode()) as response:
+            # A redirect is an answer, not a delivery: followed, a POST turns into a
+            # GET of (say) a sign-in page whose 200 would mark the event delivered.
+            async with session.post(
+                self.config.url, data=payload.encode(), allow_redirects=False
+            ) as response:
                 body = await response.content.read(4096)
                 return AttemptResult(
                     status_code=response.status,
