@@ -133,6 +133,27 @@ def test_ingest_refuses_a_file_with_a_bad_activity_and_records_nothing(
     assert cli.status()[0]["counts"] == before
 
 
+def test_install_refuses_an_empty_activity_list_instead_of_sending_nothing(
+    cli: Cli,
+) -> None:
+    printed = cli(
+        "install", "--portal", "1746", "--brand", "1", "--activities", " , ",
+        ok=False,
+    )  # fmt: skip
+
+    assert "at least one activity" in printed
+    assert cli.status()[0]["state"] == "active"
+
+
+def test_ingest_of_a_folder_says_it_cannot_be_read_not_a_traceback(
+    cli: Cli, tmp_path: Path
+) -> None:
+    printed = cli("ingest", str(tmp_path), ok=False)
+
+    assert "cannot be read" in printed
+    assert "Traceback" not in printed
+
+
 def test_a_wrong_brand_gets_a_clear_error_not_a_traceback(cli: Cli) -> None:
     printed = cli("pause", "--portal", "1746", "--brand", "99", ok=False)
 

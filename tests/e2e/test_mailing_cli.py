@@ -35,6 +35,16 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _create_content(
+    env: dict[str, str], html: Path
+) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        env,
+        "mailing", "content", "create", "--portal", "5", "--brand", "1",
+        "--name", "News", "--subject", "Hello", "--html", str(html),
+    )  # fmt: skip
+
+
 def test_a_csv_import_lists_each_broken_row_and_imports_the_rest(
     env: dict[str, str],
 ) -> None:
@@ -59,17 +69,38 @@ def test_a_strict_import_of_a_broken_csv_imports_nothing(env: dict[str, str]) ->
     assert "nothing was imported" in done.stderr
 
 
+def test_a_csv_in_a_legacy_code_page_is_refused_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("email,first_name\njoe@example.org,Jörg\n".encode("latin-1"))
+
+    done = _cli(
+        env,
+        "mailing", "customers", "import", str(latin1), "--portal", "5", "--brand", "1",
+    )  # fmt: skip
+
+    assert done.returncode == 1
+    assert "line 2 of the CSV is not UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_content_whose_template_is_a_folder_is_refused_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    done = _create_content(env, html=tmp_path)
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+
+
 def test_a_content_with_a_syntax_error_is_refused_with_its_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken.html"
     broken.write_text("<p>\n{% for x in y %}\n", encoding="utf-8")
 
-    done = _cli(
-        env,
-        "mailing", "content", "create", "--portal", "5", "--brand", "1",
-        "--name", "Broken", "--subject", "Hi", "--html", str(broken),
-    )  # fmt: skip
+    done = _create_content(env, html=broken)
 
     assert done.returncode == 1
     assert "html, line 2" in done.stdout + done.stderr

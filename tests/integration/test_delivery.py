@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from pegabridge.delivery import outbox
 from pegabridge.installs import service
 from pegabridge.sandbox import Answer, Received
-from pegabridge.store.tables import delivery_attempts
+from pegabridge.store.tables import delivery_attempts, installations
 from pegabridge.store.tables import outbox as outbox_table
 
 
@@ -265,3 +265,67 @@ async def test_an_event_whose_lease_ran_out_in_memory_is_released_not_sent(
 
     await eventually(released, timeout_s=5)
     assert pega_app.sandbox.received == []
+
+
+async def test_a_retry_after_that_is_no_number_does_not_stop_the_lane(
+    pega_app: Any,
+) -> None:
+    # More such answers than the lane has workers: each one used to end a worker.
+    busy = (503, "busy", {"Retry-After": "²"})
+    pega_app.sandbox.responder = Script(20, busy)
+    await pega_app.install()
+
+    uuids = await ingest(pega_app, 20)
+    delivered = await pega_app.sandbox.wait_for(20, timeout_s=20)
+
+    assert sorted(uuids_of(delivered)) == sorted(uuids)
+
+
+async def test_an_endpoint_url_the_client_cannot_send_to_is_retried_with_a_reason(
+    pega_app: Any,
+) -> None:
+    installation_id = await pega_app.install()
+    # Saved before such URLs were refused, or written by hand into the database.
+    with_credentials = pega_app.sandbox.url.replace("://", "://pega:s3cret@")
+
+    async def write(conn: Any) -> None:
+        await conn.execute(
+            installations.update()
+            .where(installations.c.id == installation_id)
+            .values(
+                endpoint_url=with_credentials,
+                config_version=installations.c.config_version + 1,
+            )
+        )
+
+    await pega_app.runtime.committer.run(write)
+    pega_app.runtime.delivery.wake()
+    await asyncio.sleep(0.5)  # the poller has rebuilt the lane with the new URL
+    [uuid] = await ingest(pega_app, 1)
+
+    async def last_error() -> str:
+        async with pega_app.runtime.db.connect() as conn:
+            found = await conn.scalar(
+                select(outbox_table.c.last_error).where(outbox_table.c.uuid == uuid)
+            )
+        return str(found or "")
+
+    async def attempted() -> bool:
+        return bool(await last_error())
+
+    await eventually(attempted)
+    assert "could not be built" in await last_error()
+
+
+async def test_a_redirect_is_retried_not_followed_to_a_page_that_answers_200(
+    pega_app: Any,
+) -> None:
+    # The sandbox answers a GET with 200, as a sign-in page behind a redirect would.
+    pega_app.sandbox.responder = Script(1, (302, "", {"Location": "/signin"}))
+    await pega_app.install()
+
+    [uuid] = await ingest(pega_app, 1)
+    delivered = await pega_app.sandbox.wait_for(1, timeout_s=10)
+
+    assert uuids_of(delivered) == [uuid]
+    assert [r.status for r in pega_app.sandbox.received] == [302, 200]

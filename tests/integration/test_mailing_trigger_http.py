@@ -168,6 +168,19 @@ async def test_a_body_without_the_customer_field_is_refused_and_nothing_is_sent(
     assert sink.handler.received == []
 
 
+async def test_a_body_nested_past_what_json_can_read_is_refused_not_a_500(
+    api: httpx.AsyncClient, served: Any, sink: Sink
+) -> None:
+    trigger = await _offer_trigger(api)
+    depth = 100_000
+
+    answer = await _call(served.base_url, trigger, "[" * depth + "]" * depth)
+
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "body"
+    assert sink.handler.received == []
+
+
 async def test_a_wrong_secret_is_refused(
     api: httpx.AsyncClient, served: Any, sink: Sink
 ) -> None:
@@ -234,3 +247,21 @@ async def test_a_csv_import_reports_broken_rows_and_imports_the_rest(
     report = answer.json()
     assert report["created"] == 2
     assert [r["line"] for r in report["rejected"]] == [3, 4, 5]
+
+
+async def test_a_csv_import_in_a_legacy_code_page_is_refused_naming_the_line(
+    api: httpx.AsyncClient,
+) -> None:
+    latin1 = "email,first_name\nann@example.org,Ann\njoe@example.org,Jörg\n"
+
+    answer = await api.post(
+        f"/api/v1/brands/{BRAND_ID}/customers/import",
+        content=latin1.encode("latin-1"),
+    )
+
+    assert answer.status_code == 422
+    assert "line 3" in answer.json()["error"]
+    found = await api.get(
+        f"/api/v1/brands/{BRAND_ID}/customers", params={"email": "ann@example.org"}
+    )
+    assert found.status_code == 404

@@ -161,6 +161,25 @@ async def test_a_recording_rerun_after_a_failed_shared_commit_reserves_only_once
     assert (delivery.reserved, len(delivery.offered)) == (0, 1)
 
 
+async def test_an_operation_that_fails_alone_runs_once_and_is_no_writer_warning(
+    committer: GroupCommitter, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs = 0
+
+    async def refused(_conn: Any) -> None:
+        nonlocal runs
+        runs += 1
+        raise service.InstallError("the user typed something wrong")
+
+    with pytest.raises(service.InstallError):
+        await committer.run(refused)
+
+    assert runs == 1
+    assert "writer.batch_failed" not in [
+        getattr(r, "event", "") for r in caplog.records
+    ]
+
+
 async def test_an_expired_lease_makes_an_event_due_again_for_another_node(
     committer: GroupCommitter,
 ) -> None:

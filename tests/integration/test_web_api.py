@@ -145,6 +145,17 @@ async def test_the_connection_test_names_a_missing_endpoint(
     assert report.outcome is Outcome.NOT_FOUND
 
 
+async def test_the_connection_test_does_not_call_a_redirect_a_success(
+    sandbox: SandboxEndpoint,
+) -> None:
+    sandbox.responder = lambda _request: (302, "", {"Location": "/signin"})
+
+    report = await check_connection(sandbox.url, "pega", "s3cret", GUARD)
+
+    assert (report.outcome, report.status_code) == (Outcome.OTHER_ANSWER, 302)
+    assert "redirect" in report.message
+
+
 async def test_the_connection_test_names_a_refused_connection() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -46,6 +46,20 @@ def test_the_returned_headers_and_the_verp_address_are_exposed() -> None:
     assert "bounce+k7Qx2@return.example" in report.return_path_addresses
 
 
+def test_a_verp_address_at_a_host_without_dots_is_a_return_path() -> None:
+    # A trial sends from noreply@localhost: bounces come back to bounce+...@localhost.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\n"
+        b"To: bounce+k7Qx2@localhost\r\n"
+        b"Subject: Undelivered Mail\r\n\r\n"
+        b"550 5.1.1 <ada@shop.example>: user unknown\r\n"
+    )
+
+    report = parse_message(raw)
+
+    assert "bounce+k7Qx2@localhost" in report.return_path_addresses
+
+
 def test_a_full_mailbox_is_soft_even_with_a_permanent_code() -> None:
     [recipient] = parsed("dsn-mailbox-full.eml").recipients
 

@@ -44,6 +44,11 @@ def test_https_and_loopback_endpoints_are_accepted(url: str) -> None:
         "ftp://pega.example.com",
         "http://pega.example.com/x",
         "https://pega example.com",
+        "https://[::1/x",
+        "https://pega.example.com:99999/x",
+        "https://pega.example.com:port/x",
+        "https://pega:s3cret@pega.example.com/x",
+        "https://pega@pega.example.com/x",
     ],
 )
 def test_other_endpoints_are_refused_for_the_endpoint_field(url: str) -> None:

@@ -85,7 +85,7 @@ def test_a_retry_after_never_waits_past_the_maximum_delay() -> None:
     assert policy.decide(1, NOW, NOW, 10 * DAY_S).wait_s == 600
 
 
-@pytest.mark.parametrize("header", [None, "", "soon", "-5"])
+@pytest.mark.parametrize("header", [None, "", "soon", "-5", "²", "١٢"])
 def test_a_missing_or_unreadable_retry_after_is_ignored(header: str | None) -> None:
     assert parse_retry_after(header, NOW) is None
 

@@ -27,6 +27,7 @@ from pegabridge.mailing.customers import (
     CsvRow,
     ImportReport,
     RejectedRow,
+    count_utf8_lines,
     import_batch,
     read_csv,
 )
@@ -91,7 +92,11 @@ def import_customers(
     ),
 ) -> None:
     """Import customers from a CSV file (``email`` column required)."""
-    total = sum(1 for _ in csv_file.open(encoding="utf-8-sig")) - 1
+    try:
+        with csv_file.open("rb") as raw:
+            total = count_utf8_lines(raw) - 1
+    except MailingError as exc:
+        raise fail(exc.message) from None
     if strict:
         with csv_file.open(encoding="utf-8-sig", newline="") as handle:
             broken = [r for r in read_csv(handle) if isinstance(r, RejectedRow)]
@@ -149,8 +154,12 @@ def content_create(
     brand: int = BrandOption,
     name: str = typer.Option(..., help="Name of the content."),
     subject: str = typer.Option(..., help="Subject template."),
-    html: Path | None = typer.Option(None, exists=True, help="HTML template file."),
-    text: Path | None = typer.Option(None, exists=True, help="Text template file."),
+    html: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="HTML template file."
+    ),
+    text: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="Text template file."
+    ),
     var: list[str] = typer.Option([], help="Manual variable NAME=DEFAULT; repeat."),
     from_address: str = typer.Option("", help="From header, e.g. 'Shop <n@s.test>'."),
 ) -> None:

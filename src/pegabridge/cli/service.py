@@ -148,6 +148,8 @@ def _read_items(file: Path) -> list[Any]:
     # array, or NDJSON lines.
     try:
         return parse_body(file.read_bytes())
+    except OSError as exc:
+        raise fail(f"{file} cannot be read: {exc.strerror or exc}") from None
     except BodyError as exc:
         raise fail(f"{file} is not a JSON object, array or NDJSON: {exc}") from None
 

@@ -83,13 +83,20 @@ class EndpointClient:
         return self._session
 
     async def post(self, payload: str) -> AttemptResult:
-        """POST ``payload``; never raises for network trouble, it is in the result."""
+        """POST ``payload`` and say what came back; never raises.
+
+        Network trouble, or a request that cannot be built, is in the result.
+        """
         started = time.perf_counter()
         if self._literal_refusal:
             return AttemptResult(None, _ms_since(started), error=self._literal_refusal)
         try:
             session = self._open()
-            async with session.post(self.config.url, data=payload.encode()) as response:
+            # A redirect is an answer, not a delivery: followed, a POST turns into a
+            # GET of (say) a sign-in page whose 200 would mark the event delivered.
+            async with session.post(
+                self.config.url, data=payload.encode(), allow_redirects=False
+            ) as response:
                 body = await response.content.read(4096)
                 return AttemptResult(
                     status_code=response.status,
@@ -103,6 +110,12 @@ class EndpointClient:
             return AttemptResult(None, _ms_since(started), error=str(exc)[:300])
         except aiohttp.ClientError as exc:
             return AttemptResult(None, _ms_since(started), error=_describe(exc))
+        except ValueError as exc:
+            # aiohttp refuses with a ValueError a request it cannot build, such as a
+            # URL that carries credentials beside the Authorization header. The event
+            # stays due, and the reason shows in its attempts.
+            error = f"the request could not be built: {exc}"
+            return AttemptResult(None, _ms_since(started), error=error[:EXCERPT_CHARS])
 
     async def close(self) -> None:
         """Close the connections."""

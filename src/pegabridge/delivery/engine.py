@@ -393,19 +393,34 @@ class DeliveryEngine:
         while True:
             event = await lane.queue.get()
             self._claim_more_if_low(lane)
-            if lane.paused or (
-                lane.circuit.is_open and not lane.circuit.probe_in_flight
-            ):
-                self._queue_outcome(
-                    self._released(lane, event, "installation not sending")
+            try:
+                await self._attempt(lane, event)
+            except Exception:
+                # A worker that ended here would leave its lane one short for good,
+                # and a lane with none left holds its events in memory unsent. The
+                # event keeps its lease, so the poller hands it out again once it runs
+                # out; nothing is lost by going on.
+                log.exception(
+                    "delivery attempt failed unexpectedly",
+                    extra={
+                        "event": "delivery.attempt_crashed",
+                        "event_uuid": event.uuid,
+                        "installation_id": lane.installation_id,
+                    },
                 )
-                continue
-            if time.time() + _LEASE_MARGIN_S >= event.lease_until:
-                # Waited in memory past its lease: another process may own it now.
-                self._queue_outcome(self._released(lane, event, "lease ran out"))
-                continue
-            result = await lane.client.post(event.payload)
-            await self._settle(lane, event, result)
+
+    async def _attempt(self, lane: Lane, event: Leased) -> None:
+        """Send one leased event, unless its lane stopped sending or its lease ended."""
+        if lane.paused or (lane.circuit.is_open and not lane.circuit.probe_in_flight):
+            self._queue_outcome(self._released(lane, event, "installation not sending"))
+            return
+        if time.time() + _LEASE_MARGIN_S >= event.lease_until:
+            # Waited in memory past its lease: another process may own it now.
+            self._queue_outcome(self._released(lane, event, "lease ran out"))
+            return
+
+        result = await lane.client.post(event.payload)
+        await self._settle(lane, event, result)
 
     def _claim_more_if_low(self, lane: Lane) -> None:
         # A backlog drains at the speed of the endpoint, not of the poll interval:

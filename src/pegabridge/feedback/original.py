@@ -11,6 +11,7 @@ import re
 from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
+from email.utils import getaddresses
 
 from pegabridge.feedback import mime
 from pegabridge.feedback.models import OriginalHeaders
@@ -53,6 +54,7 @@ def return_path_addresses(msg: Message) -> tuple[str, ...]:
     for name in _RETURN_PATH_HEADERS:
         for value in mime.header_all(msg, name):
             found.extend(mime.addresses_in(value))
+            found.extend(_header_addresses(value))
 
     received = mime.header_all(msg, "received")
     if received:
@@ -61,6 +63,12 @@ def return_path_addresses(msg: Message) -> tuple[str, ...]:
             found.append(match.group(1))
 
     return tuple(_unique(found))
+
+
+def _header_addresses(value: str) -> list[str]:
+    # The address scan wants a dotted domain, but a trial's return path is
+    # bounce+<token>@localhost.
+    return [address for _name, address in getaddresses([value]) if "@" in address]
 
 
 def _unique(addresses: list[str]) -> list[str]:

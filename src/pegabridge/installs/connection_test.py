@@ -91,7 +91,9 @@ async def _post(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
-        session.post(url, data=TEST_BODY, headers=headers) as response,
+        session.post(
+            url, data=TEST_BODY, headers=headers, allow_redirects=False
+        ) as response,
     ):
         body = await response.content.read(2048)
     return response.status, body.decode("utf-8", "replace")[:EXCERPT_CHARS]
@@ -109,6 +111,12 @@ def _report_answer(status: int, excerpt: str, duration_ms: float) -> ConnectionR
             f"The endpoint refused the username or password (HTTP {status}). "
             "Pega answers 400 too when authentication fails: check both and try "
             "again.",
+        )
+    elif 300 <= status < 400:
+        outcome, message = (
+            Outcome.OTHER_ANSWER,
+            f"The endpoint answered with a redirect (HTTP {status}). Events are not "
+            "sent on after a redirect: enter the URL it redirects to.",
         )
     elif status in (404, 405):
         outcome, message = (

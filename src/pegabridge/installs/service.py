@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -194,10 +194,17 @@ def check_endpoint_url(url: str) -> str:
         raise InstallError("enter the URL of the Pega REST endpoint", "endpoint_url")
     if any(ch.isspace() for ch in url):
         raise InstallError("a URL cannot contain spaces", "endpoint_url")
-    parts = urlsplit(url)
+    parts = _split_endpoint_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InstallError(
             "the endpoint must be a full URL such as https://pega.example.com/api/ih",
+            "endpoint_url",
+        )
+    if parts.username is not None or parts.password is not None:
+        # The HTTP client refuses to send a URL's credentials beside the Basic auth
+        # header, and a password in the URL would be stored and shown unencrypted.
+        raise InstallError(
+            "put the username and password in their own fields, not in the URL",
             "endpoint_url",
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
@@ -206,6 +213,20 @@ def check_endpoint_url(url: str) -> str:
             "endpoint_url",
         )
     return url
+
+
+def _split_endpoint_url(url: str) -> SplitResult:
+    """``url`` in parts; a broken host or port is an :class:`InstallError`."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # reading the port checks that it is a number in range
+    except ValueError as exc:
+        raise InstallError(
+            f"the endpoint URL is not valid ({exc}); write it as "
+            "https://pega.example.com/api/ih",
+            "endpoint_url",
+        ) from None
+    return parts
 
 
 def is_loopback_host(host: str) -> bool:
@@ -356,6 +377,9 @@ def _changes(vault: Vault, values: InstallSettings) -> dict[str, object]:
     if values.password is not None:
         changes["password_enc"] = vault.encrypt(values.password)
     if values.activities is not None:
+        if not values.activities:
+            # An installation that sends nothing skips every event without a word.
+            raise InstallError("choose at least one activity to send", "activities")
         changes["activities"] = format_activities(values.activities)
     if values.invoice_interval is not None:
         changes["invoice_interval"] = values.invoice_interval

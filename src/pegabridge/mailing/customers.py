@@ -392,6 +392,26 @@ class CsvRow:
     values: CustomerInput
 
 
+def count_utf8_lines(lines: Iterable[bytes]) -> int:
+    """The number of lines of a CSV file; a line that is not UTF-8 is refused.
+
+    Spreadsheets often save CSV in a legacy code page. Decoding such a file as UTF-8
+    with replacement characters would store broken names without a word, so the file
+    is refused with the first line to fix.
+    """
+    count = 0
+    for count, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MailingError(
+                f"line {count} of the CSV is not UTF-8; save the file as UTF-8 "
+                '("CSV UTF-8" in spreadsheets) and import it again',
+                "csv",
+            ) from None
+    return count
+
+
 def read_csv(handle: TextIO) -> Iterator[CsvRow | RejectedRow]:
     """The rows of a customer CSV, parsed; a broken row becomes a :class:`RejectedRow`.
 

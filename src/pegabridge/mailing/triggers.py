@@ -287,6 +287,8 @@ def parse_pega_body(body: bytes) -> dict[str, Any]:
         document = json.loads(body, parse_int=str, parse_float=str)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MailingError(f"the body is not JSON: {exc}", "body") from exc
+    except RecursionError:
+        raise MailingError("the body is nested too deeply to be read", "body") from None
     if not isinstance(document, dict):
         raise MailingError("the body must be a JSON object", "body")
     return document

@@ -97,7 +97,12 @@ class GroupCommitter:
         started = time.perf_counter()
         try:
             results = await self._run_batch(batch)
-        except Exception:
+        except Exception as exc:
+            if len(batch) == 1:
+                # Nothing to separate: the caller gets its error (often a refusal of
+                # what a user typed) without running the operation a second time.
+                _fail(batch[0], exc)
+                return
             # One operation spoiled the shared transaction: run each on its own so that
             # only the faulty one fails.
             log.warning(
@@ -131,10 +136,14 @@ class GroupCommitter:
             try:
                 result = await self._run_alone(pending.operation)
             except Exception as exc:
-                if not pending.done.done():
-                    pending.done.set_exception(exc)
+                _fail(pending, exc)
                 continue
             self.transactions += 1
             self.operations += 1
             if not pending.done.done():
                 pending.done.set_result(result)
+
+
+def _fail(pending: _Pending, exc: BaseException) -> None:
+    if not pending.done.done():
+        pending.done.set_exception(exc)

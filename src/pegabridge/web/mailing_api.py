@@ -189,7 +189,8 @@ async def import_customers(request: Request, brand_id: int) -> dict[str, Any]:
         )
 
     async with _answers():
-        text = raw.decode("utf-8-sig", errors="replace")
+        customer_store.count_utf8_lines(raw.splitlines())
+        text = raw.decode("utf-8-sig")
         for item in read_csv(io.StringIO(text, newline="")):
             if isinstance(item, customer_store.RejectedRow):
                 report.rejected.append(item)
