@@ -9,6 +9,8 @@ to run only SQLite, e.g. on a machine without PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import re
 import shutil
@@ -191,6 +193,31 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
         sock.close()
 
 
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Every log line of the test, as the service writes it (JSON, DEBUG and up)."""
+    from pegabridge import logs
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    quiet = [logging.getLogger(n) for n in ("aiosqlite", "sqlalchemy", "asyncio")]
+    quiet_levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        for q, old in zip(quiet, quiet_levels, strict=True):
+            q.setLevel(old)
+
+
 def _spec_fields(text: str) -> dict[str, list[tuple[str, str]]]:
     """Per metric, (field, JSON type) in the order of the spec's tables."""
     metrics = re.findall(r"^\| `(\w+)` \|", text.split("## Fields every")[0], re.M)
@@ -242,6 +269,12 @@ class PegaApp:
                 or "broadcasts,opens,clicks,bounces,complaints,unsubscribes,conversions"
             ),
         )
+        return await self.install_with(values, brand_id)
+
+    async def install_with(self, values: Any, brand_id: int = 1) -> int:
+        """Install the app for the brand with these settings; waits for its lane."""
+        from pegabridge.installs import service
+
         installation = await self.runtime.committer.run(
             lambda conn: service.save_installation(
                 conn, self.runtime.vault, 1746, brand_id, values, activate=True
