@@ -25,7 +25,7 @@ import pytest
 import uvicorn
 
 from pegabridge.config import Settings
-from pegabridge.sandbox import SandboxEndpoint
+from pegabridge.sandbox import SandboxEndpoint, TokenIssuer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,12 +123,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
 
     template_name: str = request.getfixturevalue("postgres_template")
-    name = f"pb_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    yield from _postgres_database("pb_test", f' TEMPLATE "{template_name}"')
+
+
+def _postgres_database(prefix: str, options: str = "") -> Iterator[str]:
+    """The URL of a new PostgreSQL database, dropped when the caller is done."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"{options}'))
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=_databases())
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database without any schema, for migration tests: SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    yield from _postgres_database("pb_empty")
 
 
 @pytest.fixture
@@ -159,6 +176,23 @@ async def sandbox() -> AsyncIterator[SandboxEndpoint]:
         yield endpoint
     finally:
         await endpoint.stop()
+
+
+CLIENT_ID = "pegabridge-client"
+CLIENT_SECRET = "Cl13nt-s3cret-of-the-registration"  # distinctive, to find any leak
+
+
+@pytest.fixture
+async def issuer(sandbox: SandboxEndpoint) -> AsyncIterator[TokenIssuer]:
+    """A token endpoint on loopback (client ``CLIENT_ID``, secret ``CLIENT_SECRET``)
+    whose bearer tokens the sandbox accepts."""
+    tokens = TokenIssuer(CLIENT_ID, CLIENT_SECRET)
+    await tokens.start()
+    sandbox.issuer = tokens
+    try:
+        yield tokens
+    finally:
+        await tokens.stop()
 
 
 @dataclass

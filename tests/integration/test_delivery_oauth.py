@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,34 +24,19 @@ from pegabridge.events.metrics import Activity
 from pegabridge.installs.service import AuthKind, ClientAuth, InstallSettings
 from pegabridge.sandbox import SandboxEndpoint, TokenIssuer
 
-CLIENT_ID = "pegabridge-client"
-CLIENT_SECRET = "Cl13nt-s3cret-of-the-registration"  # distinctive, to find any leak
-
-
-@pytest.fixture
-async def issuer(sandbox: SandboxEndpoint) -> AsyncIterator[TokenIssuer]:
-    """A token endpoint on loopback whose tokens the sandbox accepts."""
-    tokens = TokenIssuer(CLIENT_ID, CLIENT_SECRET)
-    await tokens.start()
-    sandbox.issuer = tokens
-    try:
-        yield tokens
-    finally:
-        await tokens.stop()
-
 
 def oauth_settings(
     sandbox: SandboxEndpoint,
     issuer: TokenIssuer,
-    secret: str = CLIENT_SECRET,
+    secret: str = "",
     client_auth: ClientAuth = ClientAuth.BASIC,
 ) -> InstallSettings:
     return InstallSettings(
         endpoint_url=sandbox.url,
         auth_kind=AuthKind.OAUTH2,
         token_url=issuer.url,
-        client_id=CLIENT_ID,
-        client_secret=secret,
+        client_id=issuer.client_id,
+        client_secret=secret or issuer.client_secret,
         client_auth=client_auth,
         activities=frozenset(Activity),
     )
@@ -149,7 +133,7 @@ async def test_a_refused_client_pauses_with_the_reason_until_its_secret_is_saved
     assert pega_app.sandbox.received == []
     assert await count_in_state(pega_app, "pending") == 3
 
-    await pega_app.install_with(InstallSettings(client_secret=CLIENT_SECRET))
+    await pega_app.install_with(InstallSettings(client_secret=issuer.client_secret))
     delivered = await pega_app.sandbox.wait_for(3)
     assert sorted(uuids_of(delivered)) == sorted(uuids)
 
@@ -207,5 +191,5 @@ async def test_neither_the_client_secret_nor_a_token_is_ever_logged(
     tokens = [auth.split(" ", 1)[1] for auth in bearer_tokens(pega_app.sandbox)]
 
     assert "delivery.token_fetched" in text
-    assert CLIENT_SECRET not in text
+    assert issuer.client_secret not in text
     assert not [token for token in tokens if token in text]

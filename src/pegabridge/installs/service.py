@@ -396,8 +396,10 @@ async def save_installation(
         current = await get_installation(conn, new_id)
 
     state = current.state
-    if activate:
+    if activate or state in (InstallState.ACTIVE, InstallState.PAUSED):
+        # A sending installation must stay able to send after the change too.
         _require_complete(current, values)
+    if activate:
         state = InstallState.ACTIVE if state is not InstallState.PAUSED else state
     new_secret = values.password is not None or values.client_secret is not None
     if new_secret and state is InstallState.PAUSED:
@@ -612,6 +614,18 @@ async def oauth_client(
         scope=row.oauth_scope,
         client_auth=ClientAuth(row.oauth_client_auth),
     )
+
+
+async def client_secret(
+    conn: AsyncConnection, vault: Vault, installation_id: int
+) -> str:
+    """The saved OAuth 2.0 client secret, decrypted (for the connection test)."""
+    stored = await conn.scalar(
+        select(installations.c.oauth_secret_enc).where(
+            installations.c.id == installation_id
+        )
+    )
+    return vault.decrypt(stored or "")
 
 
 async def count_installations(conn: AsyncConnection) -> int:
