@@ -184,8 +184,8 @@ def _refusal_sentence(
             f"grant ({said}); enable it in the OAuth 2.0 client registration."
         )
     return (
-        f"The token endpoint refused the client id and secret ({said}); correct them "
-        "and the waiting events are sent."
+        f"The token endpoint refused the client id and secret ({said}); check both "
+        "against the OAuth 2.0 client registration."
     )
 
 
