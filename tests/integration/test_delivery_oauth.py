@@ -131,6 +131,7 @@ async def test_a_refused_client_pauses_with_the_reason_until_its_secret_is_saved
     reason = (await installation(pega_app, installation_id)).pause_reason
     assert "refused the client id and secret" in reason and "invalid_client" in reason
     assert pega_app.sandbox.received == []
+    assert len(issuer.requests) == 1
     assert await count_in_state(pega_app, "pending") == 3
 
     await pega_app.install_with(InstallSettings(client_secret=issuer.client_secret))

@@ -79,11 +79,10 @@ class EndpointClient:
         )
         # IP literals never reach the resolver, so they are checked here; the URLs and
         # the guard do not change for the life of a client, so once is enough.
-        self._literal_refusal = _literal_refusal(self._guard, config.url) or (
-            _literal_refusal(self._guard, config.oauth.token_url)
-            if config.oauth
-            else ""
-        )
+        self._literal_refusal = _literal_refusal(self._guard, config.url)
+        if config.oauth and not self._literal_refusal:
+            refusal = _literal_refusal(self._guard, config.oauth.token_url)
+            self._literal_refusal = refusal and f"The token URL: {refusal}"
 
     @property
     def uses_oauth(self) -> bool:

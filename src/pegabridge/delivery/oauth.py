@@ -36,6 +36,10 @@ REFRESH_MARGIN_S = 30.0
 # How long a token is kept when the token endpoint does not say (``expires_in`` is
 # only recommended by RFC 6749); a 401 renews it sooner.
 DEFAULT_LIFETIME_S = 300.0
+# After a failed fetch, the workers waiting for a token get the same failure for this
+# long instead of asking again each: one question per second to an endpoint that is
+# down. A refused client is refused until its settings change (a new token source).
+FAILURE_HOLD_S = 1.0
 ANSWER_CHARS = 200
 
 # Token endpoint answers that a retry cannot fix: the client or its setup is wrong.
@@ -217,7 +221,11 @@ def _clean(text: str, client: OAuthClient) -> str:
 
 
 class TokenSource:
-    """The current token of one OAuth 2.0 client, fetched once for all workers."""
+    """The current token of one OAuth 2.0 client, fetched once for all workers.
+
+    A failure is kept too: a refusal for the life of the source, any other failure
+    for :data:`FAILURE_HOLD_S`, so that many workers do not each ask in turn.
+    """
 
     def __init__(
         self,
@@ -230,14 +238,32 @@ class TokenSource:
         self.fetches = 0
         self._clock = clock
         self._token: AccessToken | None = None
+        self._failure: TokenError | None = None
+        self._failed_at = 0.0
         self._lock = asyncio.Lock()
 
     async def token(self, session: aiohttp.ClientSession) -> AccessToken:
         """A token that is not due for renewal, fetched when needed."""
         async with self._lock:
-            if self._token is None or self._clock() >= self._token.renew_at:
+            if self._token is not None and self._clock() < self._token.renew_at:
+                return self._token
+            self._raise_held_failure()
+
+            try:
                 self._token = await self._fetch(session)
+            except TokenError as exc:
+                self._failure, self._failed_at = exc, self._clock()
+                raise
+            self._failure = None
             return self._token
+
+    def _raise_held_failure(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        if failure.pauses or self._clock() < self._failed_at + FAILURE_HOLD_S:
+            # A new exception each time: raising one object again grows its traceback.
+            raise TokenError(failure.kind, failure.message, failure.status_code)
 
     def forget(self, token: AccessToken) -> None:
         """Drop ``token`` (the endpoint refused it); a newer one is kept."""
