@@ -179,10 +179,11 @@ def test_install_with_an_oauth_client_keeps_its_secret_out_of_output_and_var(
         stdin=CLIENT_SECRET + "\n",
     )  # fmt: skip
     [installation] = cli.status()
-    cli("status")
+    printed = cli("status")
 
     stored = b"".join(p.read_bytes() for p in cli.var_dir.rglob("*") if p.is_file())
-    assert installation["state"] == "active"
+    assert (installation["state"], installation["auth"]) == ("active", "oauth2")
+    assert "OAuth 2.0" in printed
     assert not [text for text in cli.printed if CLIENT_SECRET in text]
     assert CLIENT_SECRET.encode() not in stored
 

@@ -259,6 +259,7 @@ def _status_document(f: ops.InstallationFigures) -> dict[str, object]:
         "state": f.state,
         "pause_reason": f.pause_reason,
         "endpoint_url": f.endpoint_url,
+        "auth": f.auth,
         "counts": f.counts,
         "oldest_pending_age_s": f.oldest_pending_age_s,
         "success_rate_24h": f.success_rate_24h,
@@ -288,6 +289,8 @@ def _status_block(f: ops.InstallationFigures) -> Table:
     grid.add_column(overflow="fold", max_width=64)
 
     grid.add_row("endpoint", f.endpoint_url or "-")
+    if f.auth != "basic":
+        grid.add_row("auth", "OAuth 2.0 client credentials")
     backlog = f"{f.pending:,} waiting"
     if f.oldest_pending_age_s is not None:
         backlog += f", oldest {_age(f.oldest_pending_age_s)}"
