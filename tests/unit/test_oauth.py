@@ -37,8 +37,13 @@ def test_a_long_lived_token_is_renewed_thirty_seconds_before_it_expires() -> Non
     assert token.renew_at == 3570.0
 
 
-def test_a_token_without_a_lifetime_is_kept_for_the_default() -> None:
-    token = oauth.read_token_answer(200, b'{"access_token":"abc"}', CLIENT, 0.0)
+@pytest.mark.parametrize("lifetime", ["", ',"expires_in":null', ',"expires_in":"NaN"'])
+def test_a_token_without_a_usable_lifetime_is_kept_for_the_default(
+    lifetime: str,
+) -> None:
+    body = ('{"access_token":"abc"' + lifetime + "}").encode()
+
+    token = oauth.read_token_answer(200, body, CLIENT, 0.0)
 
     assert token.renew_at == oauth.DEFAULT_LIFETIME_S - 30.0
 

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,7 @@ def _renew_after_s(expires_in: object) -> float:
         lifetime = float(expires_in)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         lifetime = DEFAULT_LIFETIME_S
-    if lifetime <= 0:
+    if not math.isfinite(lifetime) or lifetime <= 0:
         lifetime = DEFAULT_LIFETIME_S
     return lifetime - min(REFRESH_MARGIN_S, lifetime / 10)
 
@@ -194,6 +195,7 @@ def _refusal_sentence(
 
 
 def _unreachable(exc: BaseException, client: OAuthClient) -> TokenError:
+    # Imported here: the delivery client imports this module.
     from pegabridge.delivery.client import describe_failure
 
     host = urlsplit(client.token_url).hostname or client.token_url
