@@ -67,7 +67,8 @@ class InstallError(ValueError):
 
 @dataclass(frozen=True)
 class Installation:
-    """An installation as its users see it; the password itself is never in here."""
+    """An installation as its users see it; the password and client secret themselves
+    are never in here, only whether one is set."""
 
     id: int
     portal_id: int
