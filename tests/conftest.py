@@ -9,6 +9,8 @@ to run only SQLite, e.g. on a machine without PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import re
 import shutil
@@ -23,7 +25,7 @@ import pytest
 import uvicorn
 
 from pegabridge.config import Settings
-from pegabridge.sandbox import SandboxEndpoint
+from pegabridge.sandbox import SandboxEndpoint, TokenIssuer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,12 +123,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
 
     template_name: str = request.getfixturevalue("postgres_template")
-    name = f"pb_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    yield from _postgres_database("pb_test", f' TEMPLATE "{template_name}"')
+
+
+def _postgres_database(prefix: str, options: str = "") -> Iterator[str]:
+    """The URL of a new PostgreSQL database, dropped when the caller is done."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"{options}'))
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=_databases())
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database without any schema, for migration tests: SQLite or PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+
+    if not _postgres_reachable():
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    yield from _postgres_database("pb_empty")
 
 
 @pytest.fixture
@@ -159,6 +178,23 @@ async def sandbox() -> AsyncIterator[SandboxEndpoint]:
         await endpoint.stop()
 
 
+CLIENT_ID = "pegabridge-client"
+CLIENT_SECRET = "Cl13nt-s3cret-of-the-registration"  # distinctive, to find any leak
+
+
+@pytest.fixture
+async def issuer(sandbox: SandboxEndpoint) -> AsyncIterator[TokenIssuer]:
+    """A token endpoint on loopback (client ``CLIENT_ID``, secret ``CLIENT_SECRET``)
+    whose bearer tokens the sandbox accepts."""
+    tokens = TokenIssuer(CLIENT_ID, CLIENT_SECRET)
+    await tokens.start()
+    sandbox.issuer = tokens
+    try:
+        yield tokens
+    finally:
+        await tokens.stop()
+
+
 @dataclass
 class Served:
     """The application served by uvicorn on a loopback port."""
@@ -189,6 +225,31 @@ async def served(settings: Settings) -> AsyncIterator[Served]:
         server.should_exit = True
         await task
         sock.close()
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Every log line of the test, as the service writes it (JSON, DEBUG and up)."""
+    from pegabridge import logs
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    quiet = [logging.getLogger(n) for n in ("aiosqlite", "sqlalchemy", "asyncio")]
+    quiet_levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        for q, old in zip(quiet, quiet_levels, strict=True):
+            q.setLevel(old)
 
 
 def _spec_fields(text: str) -> dict[str, list[tuple[str, str]]]:
@@ -242,6 +303,12 @@ class PegaApp:
                 or "broadcasts,opens,clicks,bounces,complaints,unsubscribes,conversions"
             ),
         )
+        return await self.install_with(values, brand_id)
+
+    async def install_with(self, values: Any, brand_id: int = 1) -> int:
+        """Install the app for the brand with these settings; waits for its lane."""
+        from pegabridge.installs import service
+
         installation = await self.runtime.committer.run(
             lambda conn: service.save_installation(
                 conn, self.runtime.vault, 1746, brand_id, values, activate=True

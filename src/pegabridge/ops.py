@@ -50,6 +50,8 @@ class InstallationFigures:
     state: str
     pause_reason: str
     endpoint_url: str
+    # "basic", or "oauth2" for an OAuth 2.0 client (never a secret)
+    auth: str = "basic"
     counts: dict[str, int] = field(default_factory=dict)
     oldest_pending_age_s: float | None = None
     last_success_at: float | None = None
@@ -99,6 +101,7 @@ async def installation_figures(
             state=inst.state.value,
             pause_reason=inst.pause_reason,
             endpoint_url=inst.endpoint_url,
+            auth=inst.auth_kind.value,
         )
         await _fill_counts(conn, figures, now)
         await _fill_attempts(conn, figures, now)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pegabridge.sandbox import SandboxEndpoint
+from pegabridge.sandbox import SandboxEndpoint, TokenIssuer
 from pegabridge.web import pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -155,3 +155,35 @@ async def test_the_wizard_fits_a_phone_screen(
         "[document.documentElement.scrollWidth, window.innerWidth]"
     )
     assert widths[0] <= widths[1]
+
+
+async def test_step_one_with_an_oauth_client_tests_through_the_token_endpoint(
+    browser: Any, served: Any, sandbox: SandboxEndpoint, issuer: TokenIssuer
+) -> None:
+    db = database_kind(served)
+    page = await browser.new_page(viewport={"width": 1180, "height": 900})
+    await create_admin_and_brand(page, served, db)
+    await page.goto(f"{served.base_url}/brands/1/10/install/1")
+
+    await page.get_by_label("Endpoint URL").fill(sandbox.url)
+    await page.get_by_label("OAuth 2.0 client credentials").check()
+    username_shown = await page.get_by_label("Username").is_visible()
+    await page.get_by_label("Token URL").fill(issuer.url)
+    await page.get_by_label("Client id").fill(issuer.client_id)
+    await page.get_by_label("Client secret").fill("not-the-secret")
+    await page.get_by_role("button", name="Test connection").click()
+    refused = page.locator("#connection-result[data-outcome]")
+    await refused.wait_for()
+    outcome = await refused.get_attribute("data-outcome")
+    await shot(page, "10-step1-oauth-refused", db)
+
+    await page.get_by_label("Client secret").fill(issuer.client_secret)
+    await page.get_by_role("button", name="Test connection").click()
+    await page.locator("#connection-result[data-outcome='accepted']").wait_for()
+    await shot(page, "11-step1-oauth-accepted", db)
+    await page.get_by_role("button", name="Save and continue").click()
+    await page.wait_for_url("**/install/2")
+
+    assert not username_shown
+    assert outcome == "token_refused"
+    assert [r.status for r in issuer.requests] == [401, 200]

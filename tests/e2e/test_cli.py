@@ -175,3 +175,49 @@ def test_the_password_never_appears_in_output_nor_in_the_var_folder(
 
 def test_the_key_file_is_readable_by_its_owner_only(cli: Cli) -> None:
     assert (cli.var_dir / "secret.key").stat().st_mode & 0o077 == 0
+
+
+CLIENT_SECRET = "Cl13nt-s3cret-0f-the-registration"  # distinctive, like PASSWORD
+
+
+def cli_with_a_brand(tmp_path: Path) -> Cli:
+    """A new var folder with portal 7 and its brand 1, nothing installed."""
+    cli = Cli(tmp_path / "var")
+    cli("portal", "create", "--id", "7", "--name", "seven")
+    cli("brand", "create", "--portal", "7", "--id", "1", "--name", "Brand")
+    return cli
+
+
+def test_install_with_an_oauth_client_keeps_its_secret_out_of_output_and_var(
+    tmp_path: Path,
+) -> None:
+    cli = cli_with_a_brand(tmp_path)
+    cli(
+        "install", "--portal", "7", "--brand", "1", "--endpoint", ENDPOINT,
+        "--auth", "oauth2", "--token-url", "http://127.0.0.1:9/oauth2/v1/token",
+        "--client-id", "pegabridge", "--client-secret-stdin", "--scope", "ih.write",
+        "--client-auth", "post",
+        stdin=CLIENT_SECRET + "\n",
+    )  # fmt: skip
+    [installation] = cli.status()
+    printed = cli("status")
+
+    stored = b"".join(p.read_bytes() for p in cli.var_dir.rglob("*") if p.is_file())
+    assert (installation["state"], installation["auth"]) == ("active", "oauth2")
+    assert "OAuth 2.0" in printed
+    assert not [text for text in cli.printed if CLIENT_SECRET in text]
+    assert CLIENT_SECRET.encode() not in stored
+
+
+def test_an_oauth_install_without_its_secret_is_refused_in_plain_words(
+    tmp_path: Path,
+) -> None:
+    cli = cli_with_a_brand(tmp_path)
+
+    printed = cli(
+        "install", "--portal", "7", "--brand", "1", "--endpoint", ENDPOINT,
+        "--auth", "oauth2", "--token-url", "http://127.0.0.1:9/token",
+        "--client-id", "pegabridge", ok=False,
+    )  # fmt: skip
+
+    assert "needs the client secret" in printed and "Traceback" not in printed

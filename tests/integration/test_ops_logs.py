@@ -6,38 +6,12 @@ import base64
 import io
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from ops_support import PASSWORD, activity, install, until
 
-from pegabridge import logs
 from pegabridge.sandbox import SandboxEndpoint
-
-
-@pytest.fixture
-def captured() -> Iterator[io.StringIO]:
-    """Every log line of the test, as the service writes it (JSON, DEBUG and up)."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.JsonFormatter())
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    quiet = [logging.getLogger(n) for n in ("aiosqlite", "sqlalchemy", "asyncio")]
-    quiet_levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        for q, old in zip(quiet, quiet_levels, strict=True):
-            q.setLevel(old)
 
 
 def lines_of(stream: io.StringIO) -> list[dict[str, Any]]:

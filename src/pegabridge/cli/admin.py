@@ -15,7 +15,7 @@ from pegabridge import ops
 from pegabridge.cli.common import console, fail, in_transaction, run
 from pegabridge.events.metrics import parse_activities
 from pegabridge.installs import service
-from pegabridge.installs.service import InstallSettings
+from pegabridge.installs.service import AuthKind, ClientAuth, InstallSettings
 from pegabridge.installs.vault import Vault
 
 portal_app = typer.Typer(help="Portals: the client accounts of the platform.")
@@ -85,13 +85,43 @@ def install(
     po_number: Annotated[
         str | None, typer.Option(help="PO number on invoices.")
     ] = None,
+    auth: Annotated[
+        AuthKind | None,
+        typer.Option(
+            help="basic (username and password; the default of a new installation) "
+            "or oauth2 (an OAuth 2.0 client, client credentials grant)."
+        ),
+    ] = None,
+    token_url: Annotated[
+        str | None, typer.Option(help="OAuth 2.0: the token endpoint URL.")
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="OAuth 2.0: the client id.")
+    ] = None,
+    client_secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--client-secret-stdin",
+            help="OAuth 2.0: read the client secret from stdin.",
+        ),
+    ] = False,
+    scope: Annotated[
+        str | None, typer.Option(help="OAuth 2.0: the scope to ask for (optional).")
+    ] = None,
+    client_auth: Annotated[
+        ClientAuth | None,
+        typer.Option(
+            help="OAuth 2.0: how the client authenticates at the token endpoint: "
+            "basic (Authorization header, the default) or post (form body)."
+        ),
+    ] = None,
 ) -> None:
     """Install the Pega app for a brand, or update its settings; it starts sending.
 
-    Giving a new password to an installation that was paused for refused credentials
-    resumes it.
+    Giving a new password or client secret to an installation that was paused for
+    refused credentials resumes it. Options left out keep their saved values.
     """
-    password = _read_password() if password_stdin else None
+    password, secret = _read_secrets(password_stdin, client_secret_stdin)
     try:
         chosen = parse_activities(activities) if activities is not None else None
     except ValueError as exc:
@@ -103,6 +133,12 @@ def install(
         activities=chosen,
         invoice_interval=invoice_interval,
         po_number=po_number,
+        auth_kind=auth,
+        token_url=token_url,
+        client_id=client_id,
+        client_secret=secret,
+        scope=scope,
+        client_auth=client_auth,
     )
 
     async def save(conn: AsyncConnection, vault: Vault) -> service.Installation:
@@ -117,11 +153,24 @@ def install(
     )
 
 
-def _read_password() -> str:
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise fail("--password-stdin was given but standard input held no password")
-    return password
+def _read_secrets(
+    password_stdin: bool, client_secret_stdin: bool
+) -> tuple[str | None, str | None]:
+    """The password and the client secret, each read from stdin when asked for."""
+    if password_stdin and client_secret_stdin:
+        raise fail("give --password-stdin or --client-secret-stdin, not both")
+    if password_stdin:
+        return _read_line("--password-stdin", "password"), None
+    if client_secret_stdin:
+        return None, _read_line("--client-secret-stdin", "client secret")
+    return None, None
+
+
+def _read_line(option: str, what: str) -> str:
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise fail(f"{option} was given but standard input held no {what}")
+    return line
 
 
 async def _require_installation(
@@ -210,6 +259,7 @@ def _status_document(f: ops.InstallationFigures) -> dict[str, object]:
         "state": f.state,
         "pause_reason": f.pause_reason,
         "endpoint_url": f.endpoint_url,
+        "auth": f.auth,
         "counts": f.counts,
         "oldest_pending_age_s": f.oldest_pending_age_s,
         "success_rate_24h": f.success_rate_24h,
@@ -239,6 +289,8 @@ def _status_block(f: ops.InstallationFigures) -> Table:
     grid.add_column(overflow="fold", max_width=64)
 
     grid.add_row("endpoint", f.endpoint_url or "-")
+    if f.auth != "basic":
+        grid.add_row("auth", "OAuth 2.0 client credentials")
     backlog = f"{f.pending:,} waiting"
     if f.oldest_pending_age_s is not None:
         backlog += f", oldest {_age(f.oldest_pending_age_s)}"

@@ -303,11 +303,30 @@ def sandbox_endpoint(
     store: Annotated[
         Path | None, typer.Option(help="Append each accepted event to this file.")
     ] = None,
+    client_id: Annotated[
+        str | None,
+        typer.Option(help="Also run an OAuth 2.0 token endpoint for this client id."),
+    ] = None,
+    client_secret: Annotated[
+        str, typer.Option(help="The secret of that OAuth 2.0 client.")
+    ] = "pega",
+    token_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port of the token endpoint.")
+    ] = 8901,
 ) -> None:
-    """A stand-in for Pega: checks Basic auth and prints (or stores) each event."""
-    from pegabridge.sandbox import SandboxEndpoint
+    """A stand-in for Pega: checks Basic auth and prints (or stores) each event.
+
+    With ``--client-id`` it also hands out OAuth 2.0 access tokens (client
+    credentials grant) and accepts them as bearer tokens.
+    """
+    from pegabridge.sandbox import SandboxEndpoint, TokenIssuer
 
     async def main() -> None:
+        issuer = (
+            TokenIssuer(client_id, client_secret, host=host, port=token_port)
+            if client_id
+            else None
+        )
         endpoint = SandboxEndpoint(
             username,
             password,
@@ -315,13 +334,19 @@ def sandbox_endpoint(
             port=port,
             store=store,
             echo=lambda line: console.print(line, highlight=False),
+            issuer=issuer,
         )
         await endpoint.start()
-        console.print(f"sandbox endpoint listening on {endpoint.url}")
+        console.print(f"sandbox endpoint listening on {endpoint.url}", soft_wrap=True)
+        if issuer is not None:
+            await issuer.start()
+            console.print(f"token endpoint listening on {issuer.url}", soft_wrap=True)
         try:
             await asyncio.Event().wait()
         finally:
             await endpoint.stop()
+            if issuer is not None:
+                await issuer.stop()
 
     try:
         asyncio.run(main())

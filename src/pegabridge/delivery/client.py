@@ -2,6 +2,11 @@
 
 aiohttp is the client, chosen by measurement: see the side-by-side run of
 ``bench/bench_http_clients.py`` and its figures in ``docs/benchmarks.md``.
+
+An endpoint is authenticated by HTTP Basic or, for an OAuth 2.0 client, by a bearer
+token from :mod:`pegabridge.delivery.oauth`. A 401 to a bearer token gets one new
+token and one more try of the same event before it counts as a refusal: the token may
+have been revoked, or the endpoint's clock may run ahead of ours.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from pegabridge.config import get_settings
+from pegabridge.delivery.oauth import AccessToken, TokenError, TokenSource
 from pegabridge.delivery.verdict import AttemptResult
 from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
+from pegabridge.installs.service import OAuthClient
 
 EXCERPT_CHARS = 300
 USER_AGENT = "pegabridge/0.1 (+interaction relay)"
@@ -44,10 +51,16 @@ class EndpointConfig:
     concurrency: int = 16
     # The address policy; ``None`` takes the one of this process's settings.
     guard: EndpointGuard | None = None
+    # With an OAuth 2.0 client, bearer tokens replace Basic authentication.
+    oauth: OAuthClient | None = None
+    # Only for the log lines of the token source.
+    installation_id: int | None = None
 
     def headers(self) -> dict[str, str]:
+        """The headers of every POST; with OAuth, the token is added per request."""
         headers = dict(self.extra_headers)
-        headers["Authorization"] = basic_auth_header(self.username, self.password)
+        if self.oauth is None:
+            headers["Authorization"] = basic_auth_header(self.username, self.password)
         headers["Content-Type"] = "application/json"
         headers["User-Agent"] = USER_AGENT
         return headers
@@ -61,9 +74,20 @@ class EndpointClient:
         self._headers = config.headers()
         self._session: aiohttp.ClientSession | None = None
         self._guard = config.guard or EndpointGuard.from_settings(get_settings())
-        # IP literals never reach the resolver, so they are checked here; the URL and
+        self.tokens = (
+            TokenSource(config.oauth, config.installation_id) if config.oauth else None
+        )
+        # IP literals never reach the resolver, so they are checked here; the URLs and
         # the guard do not change for the life of a client, so once is enough.
         self._literal_refusal = _literal_refusal(self._guard, config.url)
+        if config.oauth and not self._literal_refusal:
+            refusal = _literal_refusal(self._guard, config.oauth.token_url)
+            self._literal_refusal = refusal and f"The token URL: {refusal}"
+
+    @property
+    def uses_oauth(self) -> bool:
+        """Whether requests carry OAuth 2.0 bearer tokens rather than Basic auth."""
+        return self.tokens is not None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -77,8 +101,12 @@ class EndpointClient:
                 total=self.config.request_timeout_s,
                 sock_connect=self.config.connect_timeout_s,
             )
+            # The token endpoint shares the connections and the guarded resolver, so
+            # its address is checked at every resolution too.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=self._headers
+                connector=connector,
+                timeout=timeout,
+                headers={"User-Agent": USER_AGENT},
             )
         return self._session
 
@@ -91,19 +119,14 @@ class EndpointClient:
         if self._literal_refusal:
             return AttemptResult(None, _ms_since(started), error=self._literal_refusal)
         try:
-            session = self._open()
-            # A redirect is an answer, not a delivery: followed, a POST turns into a
-            # GET of (say) a sign-in page whose 200 would mark the event delivered.
-            async with session.post(
-                self.config.url, data=payload.encode(), allow_redirects=False
-            ) as response:
-                body = await response.content.read(4096)
-                return AttemptResult(
-                    status_code=response.status,
-                    duration_ms=_ms_since(started),
-                    response_excerpt=_excerpt(body),
-                    retry_after=response.headers.get("Retry-After"),
-                )
+            return await self._post_authorized(self._open(), payload, started)
+        except TokenError as exc:
+            return AttemptResult(
+                None,
+                _ms_since(started),
+                error=exc.message,
+                token_refused=exc.pauses,
+            )
         except TimeoutError as exc:
             return AttemptResult(None, _ms_since(started), error=_describe(exc))
         except EndpointRefused as exc:
@@ -116,6 +139,47 @@ class EndpointClient:
             # stays due, and the reason shows in its attempts.
             error = f"the request could not be built: {exc}"
             return AttemptResult(None, _ms_since(started), error=error[:EXCERPT_CHARS])
+
+    async def _post_authorized(
+        self, session: aiohttp.ClientSession, payload: str, started: float
+    ) -> AttemptResult:
+        if self.tokens is None:
+            return await self._send(session, payload, self._headers, started)
+
+        token = await self.tokens.token(session)
+        result = await self._send(session, payload, self._bearer(token), started)
+        if result.status_code != 401:
+            return result
+
+        self.tokens.forget(token)
+        token = await self.tokens.token(session)
+        return await self._send(session, payload, self._bearer(token), started)
+
+    def _bearer(self, token: AccessToken) -> dict[str, str]:
+        return {**self._headers, "Authorization": token.authorization}
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        payload: str,
+        headers: dict[str, str],
+        started: float,
+    ) -> AttemptResult:
+        # A redirect is an answer, not a delivery: followed, a POST turns into a GET
+        # of (say) a sign-in page whose 200 would mark the event delivered.
+        async with session.post(
+            self.config.url,
+            data=payload.encode(),
+            headers=headers,
+            allow_redirects=False,
+        ) as response:
+            body = await response.content.read(4096)
+            return AttemptResult(
+                status_code=response.status,
+                duration_ms=_ms_since(started),
+                response_excerpt=_excerpt(body),
+                retry_after=response.headers.get("Retry-After"),
+            )
 
     async def close(self) -> None:
         """Close the connections."""

@@ -45,6 +45,22 @@ log = logging.getLogger(__name__)
 _LEASE_MARGIN_S = 1.0
 
 
+def _refusal_reason(uses_oauth: bool, result: AttemptResult) -> str:
+    """The pause reason of a refused attempt, in words for the marketer."""
+    if result.token_refused:
+        return result.error
+    if uses_oauth:
+        return (
+            f"the endpoint refused the OAuth 2.0 access token (HTTP "
+            f"{result.status_code}), a freshly fetched one too; check what the client "
+            "registration may access in Pega, then resume"
+        )
+    return (
+        f"the endpoint refused the username and password (HTTP "
+        f"{result.status_code}); correct them and the waiting events are sent"
+    )
+
+
 def make_node_id() -> str:
     """A name for this process that no other process has, now or later."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuidlib.uuid4().hex[:8]}"
@@ -308,6 +324,8 @@ class DeliveryEngine:
             connect_timeout_s=self._settings.connect_timeout_s,
             request_timeout_s=self._settings.request_timeout_s,
             concurrency=self._settings.lane_concurrency,
+            oauth=await installs.oauth_client(conn, self._vault, installation_id),
+            installation_id=installation_id,
         )
 
     async def _close_lane(self, lane: Lane) -> None:
@@ -468,18 +486,19 @@ class DeliveryEngine:
     def _pause_reason(self, lane: Lane, verdict: Verdict, result: AttemptResult) -> str:
         """Why this answer pauses the installation, or ``""`` when it does not."""
         if verdict is Verdict.PAUSE:
-            return (
-                f"the endpoint refused the username and password (HTTP "
-                f"{result.status_code}); correct them and the waiting events are sent"
-            )
+            return _refusal_reason(lane.client.uses_oauth, result)
         if verdict is not Verdict.BAD_REQUEST:
             return ""
         lane.bad_requests += 1
         if lane.bad_requests < self._settings.pause_after_400s:
             return ""
+
+        credentials = (
+            "OAuth 2.0 client" if lane.client.uses_oauth else "username and password"
+        )
         return (
             f"the endpoint answered 400 to {lane.bad_requests} events in a row; Pega "
-            "answers 400 when authentication fails: check the username and password, "
+            f"answers 400 when authentication fails: check the {credentials}, "
             "then resume"
         )
 

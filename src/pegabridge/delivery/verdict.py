@@ -28,16 +28,22 @@ class AttemptResult:
     response_excerpt: str = ""
     error: str = ""
     retry_after: str | None = None
+    # The token endpoint refused the OAuth 2.0 client: no request was sent.
+    token_refused: bool = False
 
 
 def judge(result: AttemptResult) -> Verdict:
     """Classify an attempt: 2xx delivered, 401/403 pause, 400 bad request, else retry.
+
+    A token endpoint that refuses the OAuth 2.0 client pauses as a 401 does.
 
     Timeouts, refused connections, 408, 429 and 5xx are passing problems. Other 4xx
     answers are retried too: a wrong mapping on the Pega side is fixed by a person, and
     the event must still be there when it is.
     """
     code = result.status_code
+    if result.token_refused:
+        return Verdict.PAUSE
     if code is None:
         return Verdict.RETRY
     if 200 <= code < 300:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from urllib.parse import SplitResult, urlsplit
 
@@ -36,6 +37,23 @@ class InstallState(StrEnum):
     UNINSTALLED = "uninstalled"
 
 
+class AuthKind(StrEnum):
+    """How requests to the endpoint are authenticated; the value is what is stored."""
+
+    BASIC = "basic"
+    # An OAuth 2.0 client credentials grant (RFC 6749 section 4.4), bearer tokens.
+    OAUTH2 = "oauth2"
+
+
+class ClientAuth(StrEnum):
+    """How an OAuth 2.0 client proves itself at the token endpoint (RFC 6749 2.3.1)."""
+
+    # client_secret_basic: id and secret in an HTTP Basic Authorization header.
+    BASIC = "basic"
+    # client_secret_post: id and secret as fields of the form body.
+    POST = "post"
+
+
 class InstallError(ValueError):
     """A request about portals, brands or installations that cannot be done as asked.
 
@@ -49,7 +67,8 @@ class InstallError(ValueError):
 
 @dataclass(frozen=True)
 class Installation:
-    """An installation as its users see it; the password itself is never in here."""
+    """An installation as its users see it; the password and client secret themselves
+    are never in here, only whether one is set."""
 
     id: int
     portal_id: int
@@ -66,6 +85,12 @@ class Installation:
     wizard_step: int
     config_version: int
     activated_at: float | None
+    auth_kind: AuthKind = AuthKind.BASIC
+    token_url: str = ""
+    client_id: str = ""
+    client_secret_set: bool = False
+    scope: str = ""
+    client_auth: ClientAuth = ClientAuth.BASIC
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,12 @@ class InstallSettings:
     invoice_interval: str | None = None
     po_number: str | None = None
     extra_headers: dict[str, str] | None = None
+    auth_kind: AuthKind | None = None
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None
+    client_auth: ClientAuth | None = None
 
 
 # --- Portals and brands. ---
@@ -183,50 +214,61 @@ async def portal_of_api_key(conn: AsyncConnection, key: str) -> int | None:
 # --- Installations. ---
 
 
-def check_endpoint_url(url: str) -> str:
+def check_endpoint_url(url: str, field: str = "endpoint_url") -> str:
     """A cleaned endpoint URL, or :class:`InstallError` saying what is wrong with it.
 
     Only ``https://`` is accepted, except for an endpoint on this machine (loopback),
-    which may use plain ``http://`` for trials.
+    which may use plain ``http://`` for trials. The token URL of an OAuth 2.0 client
+    follows the same rules; ``field`` names which of the two is checked.
     """
+    what, example = _URL_FIELDS[field]
     url = url.strip()
     if not url:
-        raise InstallError("enter the URL of the Pega REST endpoint", "endpoint_url")
+        raise InstallError(f"enter the URL of the {what}", field)
     if any(ch.isspace() for ch in url):
-        raise InstallError("a URL cannot contain spaces", "endpoint_url")
-    parts = _split_endpoint_url(url)
+        raise InstallError("a URL cannot contain spaces", field)
+    parts = _split_url(url, field)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InstallError(
-            "the endpoint must be a full URL such as https://pega.example.com/api/ih",
-            "endpoint_url",
-        )
+        raise InstallError(f"the {what} must be a full URL such as {example}", field)
     if parts.username is not None or parts.password is not None:
-        # The HTTP client refuses to send a URL's credentials beside the Basic auth
+        # The HTTP client refuses to send a URL's credentials beside the Authorization
         # header, and a password in the URL would be stored and shown unencrypted.
         raise InstallError(
             "put the username and password in their own fields, not in the URL",
-            "endpoint_url",
+            field,
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise InstallError(
-            "the endpoint must use https:// (plain http only on this machine)",
-            "endpoint_url",
+            f"the {what} must use https:// (plain http only on this machine)", field
         )
     return url
 
 
-def _split_endpoint_url(url: str) -> SplitResult:
+def _split_url(url: str, field: str) -> SplitResult:
     """``url`` in parts; a broken host or port is an :class:`InstallError`."""
+    what, example = _URL_FIELDS[field]
     try:
         parts = urlsplit(url)
         _ = parts.port  # reading the port checks that it is a number in range
     except ValueError as exc:
         raise InstallError(
-            f"the endpoint URL is not valid ({exc}); write it as "
-            "https://pega.example.com/api/ih",
-            "endpoint_url",
+            f"the {what} is not valid ({exc}); write it as {example}", field
         ) from None
     return parts
+
+
+# What each URL field is called in messages, and an example of a good value.
+_URL_FIELDS = {
+    "endpoint_url": ("Pega REST endpoint", "https://pega.example.com/api/ih"),
+    "token_url": (
+        "token endpoint",
+        "https://pega.example.com/prweb/PRRestService/oauth2/v1/token",
+    ),
+}
+
+# RFC 6749 section 3.3: scope tokens of printable ASCII without '"' and '\\'.
+_SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+( [\x21\x23-\x5b\x5d-\x7e]+)*$")
+SCOPE_MAX = 1000
 
 
 def is_loopback_host(host: str) -> bool:
@@ -255,6 +297,30 @@ def _check_settings(values: InstallSettings) -> None:
         )
     if values.username is not None and len(values.username) > 400:
         raise InstallError("the username is too long", "username")
+    _check_oauth_settings(values)
+
+
+def _check_oauth_settings(values: InstallSettings) -> None:
+    if values.client_id is not None and len(values.client_id) > 400:
+        raise InstallError("the client id is too long", "client_id")
+    if values.client_secret is not None and len(values.client_secret) > 1000:
+        raise InstallError("the client secret is too long", "client_secret")
+    if values.scope is not None:
+        check_scope(values.scope)
+
+
+def check_scope(scope: str) -> str:
+    """A cleaned scope: words separated by single spaces, or empty for none."""
+    scope = " ".join(scope.split())
+    if len(scope) > SCOPE_MAX:
+        raise InstallError(f"a scope has at most {SCOPE_MAX} characters", "scope")
+    if scope and not _SCOPE.match(scope):
+        raise InstallError(
+            "a scope is words separated by spaces, without quotes, backslashes or "
+            "other special characters",
+            "scope",
+        )
+    return scope
 
 
 async def find_installation(
@@ -316,6 +382,12 @@ def _installation(row: object) -> Installation:
         wizard_step=r["wizard_step"],
         config_version=r["config_version"],
         activated_at=r["activated_at"],
+        auth_kind=AuthKind(r["auth_kind"]),
+        token_url=r["oauth_token_url"],
+        client_id=r["oauth_client_id"],
+        client_secret_set=bool(r["oauth_secret_enc"]),
+        scope=r["oauth_scope"],
+        client_auth=ClientAuth(r["oauth_client_auth"]),
     )
 
 
@@ -330,8 +402,9 @@ async def save_installation(
     """Create or update the brand's installation with the values given.
 
     With ``activate`` the installation starts sending (the end of the wizard): it must
-    then have an endpoint and a password. Saving a new password for an installation that
-    was paused because its credentials were refused resumes it.
+    then have an endpoint and its credentials (a password, or the token URL, client id
+    and secret of an OAuth 2.0 client). Saving a new password or client secret for an
+    installation that was paused because its credentials were refused resumes it.
     """
     await require_brand(conn, portal_id, brand_id)
     _check_settings(values)
@@ -344,10 +417,13 @@ async def save_installation(
         current = await get_installation(conn, new_id)
 
     state = current.state
-    if activate:
+    if activate or state in (InstallState.ACTIVE, InstallState.PAUSED):
+        # A sending installation must stay able to send after the change too.
         _require_complete(current, values)
+    if activate:
         state = InstallState.ACTIVE if state is not InstallState.PAUSED else state
-    if values.password is not None and state is InstallState.PAUSED:
+    new_secret = values.password is not None or values.client_secret is not None
+    if new_secret and state is InstallState.PAUSED:
         state = InstallState.ACTIVE
     changes["state"] = state.value
     if state is InstallState.ACTIVE:
@@ -387,6 +463,26 @@ def _changes(vault: Vault, values: InstallSettings) -> dict[str, object]:
         changes["po_number"] = values.po_number.strip()
     if values.extra_headers is not None:
         changes["extra_headers"] = json.dumps(values.extra_headers)
+    changes.update(_oauth_changes(vault, values))
+    return changes
+
+
+def _oauth_changes(vault: Vault, values: InstallSettings) -> dict[str, object]:
+    changes: dict[str, object] = {}
+    if values.auth_kind is not None:
+        changes["auth_kind"] = AuthKind(values.auth_kind).value
+    if values.token_url is not None:
+        # Empty is allowed while the installation uses Basic authentication.
+        url = values.token_url.strip()
+        changes["oauth_token_url"] = url and check_endpoint_url(url, "token_url")
+    if values.client_id is not None:
+        changes["oauth_client_id"] = values.client_id.strip()
+    if values.client_secret is not None:
+        changes["oauth_secret_enc"] = vault.encrypt(values.client_secret)
+    if values.scope is not None:
+        changes["oauth_scope"] = check_scope(values.scope)
+    if values.client_auth is not None:
+        changes["oauth_client_auth"] = ClientAuth(values.client_auth).value
     return changes
 
 
@@ -398,8 +494,22 @@ def _require_complete(current: Installation, values: InstallSettings) -> None:
     )
     if not endpoint:
         raise InstallError("step 1 needs the endpoint URL", "endpoint_url")
-    if not (values.password or current.password_set):
+    kind = values.auth_kind or current.auth_kind
+    if kind is AuthKind.OAUTH2:
+        _require_oauth_client(current, values)
+    elif not (values.password or current.password_set):
         raise InstallError("step 1 needs the password", "password")
+
+
+def _require_oauth_client(current: Installation, values: InstallSettings) -> None:
+    token_url = values.token_url if values.token_url is not None else current.token_url
+    client_id = values.client_id if values.client_id is not None else current.client_id
+    if not token_url.strip():
+        raise InstallError("OAuth 2.0 needs the token URL", "token_url")
+    if not client_id.strip():
+        raise InstallError("OAuth 2.0 needs the client id", "client_id")
+    if not (values.client_secret or current.client_secret_set):
+        raise InstallError("OAuth 2.0 needs the client secret", "client_secret")
 
 
 async def _insert_installation(
@@ -471,6 +581,7 @@ async def uninstall(conn: AsyncConnection, installation_id: int) -> None:
             uninstalled_at=now,
             updated_at=now,
             password_enc="",
+            oauth_secret_enc="",
             config_version=installations.c.config_version + 1,
         )
     )
@@ -495,6 +606,50 @@ async def credentials(
         )
     ).one()
     return row.username, vault.decrypt(row.password_enc)
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    """The OAuth 2.0 client of an installation, secret included: delivery only."""
+
+    token_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    scope: str = ""
+    client_auth: ClientAuth = ClientAuth.BASIC
+
+
+async def oauth_client(
+    conn: AsyncConnection, vault: Vault, installation_id: int
+) -> OAuthClient | None:
+    """The installation's OAuth 2.0 client with its decrypted secret, or ``None``
+    when the installation uses Basic authentication."""
+    row = (
+        await conn.execute(
+            select(installations).where(installations.c.id == installation_id)
+        )
+    ).one()
+    if row.auth_kind != AuthKind.OAUTH2.value:
+        return None
+    return OAuthClient(
+        token_url=row.oauth_token_url,
+        client_id=row.oauth_client_id,
+        client_secret=vault.decrypt(row.oauth_secret_enc),
+        scope=row.oauth_scope,
+        client_auth=ClientAuth(row.oauth_client_auth),
+    )
+
+
+async def client_secret(
+    conn: AsyncConnection, vault: Vault, installation_id: int
+) -> str:
+    """The saved OAuth 2.0 client secret, decrypted (for the connection test)."""
+    stored = await conn.scalar(
+        select(installations.c.oauth_secret_enc).where(
+            installations.c.id == installation_id
+        )
+    )
+    return vault.decrypt(stored or "")
 
 
 async def count_installations(conn: AsyncConnection) -> int:

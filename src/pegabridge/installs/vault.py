@@ -1,7 +1,7 @@
-"""The credential vault: endpoint passwords encrypted at rest.
+"""The credential vault: endpoint passwords and OAuth 2.0 client secrets, encrypted.
 
 The key comes from ``PEGABRIDGE_SECRET_KEY`` or, for the embedded default, from a key
-file created once under the var folder, readable by its owner only. Passwords are
+file created once under the var folder, readable by its owner only. Secrets are
 encrypted with Fernet (AES-128-CBC with an HMAC-SHA256 tag) and never logged.
 """
 
@@ -48,8 +48,9 @@ class Vault:
             return self._fernet.decrypt(stored.encode("ascii")).decode()
         except (InvalidToken, ValueError) as exc:
             raise VaultError(
-                "a stored password cannot be decrypted: PEGABRIDGE_SECRET_KEY or the "
-                "key file changed since it was saved; enter the password again"
+                "a stored password or client secret cannot be decrypted: "
+                "PEGABRIDGE_SECRET_KEY or the key file changed since it was saved; "
+                "enter it again"
             ) from exc
 
 

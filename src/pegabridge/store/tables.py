@@ -84,6 +84,9 @@ installations = Table(
     Column("oauth_token_url", Text, nullable=False, server_default=""),
     Column("oauth_client_id", String(400), nullable=False, server_default=""),
     Column("oauth_secret_enc", Text, nullable=False, server_default=""),
+    Column("oauth_scope", Text, nullable=False, server_default=""),
+    # how the OAuth 2.0 client authenticates at the token endpoint: basic or post
+    Column("oauth_client_auth", String(16), nullable=False, server_default="basic"),
     Column("extra_headers", Text, nullable=False, server_default="{}"),
     Column("activities", Text, nullable=False, server_default=""),
     Column("invoice_interval", String(16), nullable=False, server_default="monthly"),

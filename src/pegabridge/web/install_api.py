@@ -1,8 +1,8 @@
 """The installation API: what the wizard and the installation page do, for automation.
 
 Every call carries the portal's API key (``Authorization: Bearer <key>``) and sees only
-that portal's brands. Answers never contain a password: ``password_set`` says whether
-one is saved.
+that portal's brands. Answers never contain a password or a client secret:
+``password_set`` and ``client_secret_set`` say whether one is saved.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pegabridge.events.metrics import Activity, Metric
 from pegabridge.installs import invoicing, service
-from pegabridge.installs.service import Installation, InstallError, InstallSettings
+from pegabridge.installs.service import (
+    AuthKind,
+    ClientAuth,
+    Installation,
+    InstallError,
+    InstallSettings,
+    OAuthClient,
+)
 from pegabridge.web import operations
 from pegabridge.web.api import ApiError, portal_of_request, runtime_of
 
@@ -24,7 +31,7 @@ router = APIRouter(prefix="/api/v1/brands", tags=["installations"])
 
 
 class InstallationOut(BaseModel):
-    """A brand's Pega app installation; the password is never included."""
+    """A brand's Pega app installation; the password and secret are never included."""
 
     id: int
     portal_id: int
@@ -32,8 +39,14 @@ class InstallationOut(BaseModel):
     state: str
     pause_reason: str
     endpoint_url: str
+    auth: AuthKind
     username: str
     password_set: bool
+    token_url: str
+    client_id: str
+    client_secret_set: bool
+    scope: str
+    client_auth: ClientAuth
     extra_header_names: list[str]
     activities: list[Activity]
     invoice_interval: str
@@ -49,8 +62,14 @@ class InstallationOut(BaseModel):
             state=inst.state.value,
             pause_reason=inst.pause_reason,
             endpoint_url=inst.endpoint_url,
+            auth=inst.auth_kind,
             username=inst.username,
             password_set=inst.password_set,
+            token_url=inst.token_url,
+            client_id=inst.client_id,
+            client_secret_set=inst.client_secret_set,
+            scope=inst.scope,
+            client_auth=inst.client_auth,
             extra_header_names=sorted(inst.extra_headers),
             activities=[a for a in Activity if a in inst.activities],
             invoice_interval=inst.invoice_interval,
@@ -67,10 +86,28 @@ class BrandOut(BaseModel):
     installation: InstallationOut | None
 
 
-class InstallationIn(BaseModel):
-    """Wizard values; a field left out keeps its saved value."""
+class OAuthFields(BaseModel):
+    """The OAuth 2.0 client credentials fields; left out keeps the saved value."""
 
     model_config = ConfigDict(extra="forbid")
+
+    auth: AuthKind | None = Field(
+        default=None,
+        description="basic (username and password) or oauth2 (client credentials)",
+    )
+    token_url: str | None = Field(default=None, max_length=2000)
+    client_id: str | None = Field(default=None, max_length=400)
+    client_secret: str | None = Field(default=None, max_length=1000)
+    scope: str | None = Field(default=None, max_length=service.SCOPE_MAX)
+    client_auth: ClientAuth | None = Field(
+        default=None,
+        description="basic: id and secret in an Authorization header "
+        "(client_secret_basic); post: in the form body (client_secret_post)",
+    )
+
+
+class InstallationIn(OAuthFields):
+    """Wizard values; a field left out keeps its saved value."""
 
     endpoint_url: str | None = Field(default=None, max_length=2000)
     username: str | None = Field(default=None, max_length=400)
@@ -85,10 +122,8 @@ class InstallationIn(BaseModel):
     )
 
 
-class ConnectionTestIn(BaseModel):
+class ConnectionTestIn(OAuthFields):
     """Values to test; left out means the saved ones."""
-
-    model_config = ConfigDict(extra="forbid")
 
     endpoint_url: str | None = Field(default=None, max_length=2000)
     username: str | None = Field(default=None, max_length=400)
@@ -211,6 +246,12 @@ async def put_installation(
                 ),
                 invoice_interval=body.invoice_interval,
                 po_number=body.po_number,
+                auth_kind=body.auth,
+                token_url=body.token_url,
+                client_id=body.client_id,
+                client_secret=body.client_secret or None,
+                scope=body.scope,
+                client_auth=body.client_auth,
             ),
             activate=body.activate,
         )
@@ -239,6 +280,7 @@ async def test_connection(
             username,
             body.password or "",
             inst.extra_headers if inst else None,
+            oauth=_oauth_to_test(body, inst),
         )
     except InstallError as exc:
         raise _refused(exc) from None
@@ -248,6 +290,26 @@ async def test_connection(
         message=report.message,
         status_code=report.status_code,
         duration_ms=report.duration_ms,
+    )
+
+
+def _oauth_to_test(body: OAuthFields, inst: Installation | None) -> OAuthClient | None:
+    """The OAuth 2.0 client to test, from the body and else the saved values; an
+    empty secret stands for the saved one."""
+    kind = body.auth or (inst.auth_kind if inst else AuthKind.BASIC)
+    if kind is not AuthKind.OAUTH2:
+        return None
+
+    def chosen(given: str | None, saved: str) -> str:
+        return given if given is not None else saved
+
+    return OAuthClient(
+        token_url=chosen(body.token_url, inst.token_url if inst else ""),
+        client_id=chosen(body.client_id, inst.client_id if inst else ""),
+        client_secret=body.client_secret or "",
+        scope=chosen(body.scope, inst.scope if inst else ""),
+        client_auth=body.client_auth
+        or (inst.client_auth if inst else ClientAuth.BASIC),
     )
 
 

@@ -6,6 +6,7 @@ committer, and wakes the delivery workers when events became due.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import socket
@@ -22,7 +23,12 @@ from pegabridge.events.models import EVENT_MODELS
 from pegabridge.installs import service
 from pegabridge.installs.connection_test import ConnectionReport, check_connection
 from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
-from pegabridge.installs.service import Installation, InstallError, InstallSettings
+from pegabridge.installs.service import (
+    Installation,
+    InstallError,
+    InstallSettings,
+    OAuthClient,
+)
 from pegabridge.store.tables import delivery_attempts
 from pegabridge.store.tables import outbox as outbox_table
 from pegabridge.web.runtime import Runtime
@@ -174,18 +180,22 @@ def format_extra_headers(headers: dict[str, str]) -> str:
     return "\n".join(f"{name}: {value}" for name, value in headers.items())
 
 
-async def check_endpoint(runtime: Runtime, url: str) -> str:
-    """The cleaned URL, refused when it is malformed or points where it may not."""
-    url = service.check_endpoint_url(url)
+async def check_endpoint(
+    runtime: Runtime, url: str, field: str = "endpoint_url"
+) -> str:
+    """The cleaned URL, refused when it is malformed or points where it may not.
+
+    The token URL of an OAuth 2.0 client (``field`` ``token_url``) obeys the same rules.
+    """
+    url = service.check_endpoint_url(url, field)
     guard = EndpointGuard.from_settings(runtime.settings)
     try:
         await guard.check_url(url)
     except EndpointRefused as exc:
-        raise InstallError(str(exc), "endpoint_url") from None
+        raise InstallError(str(exc), field) from None
     except (socket.gaierror, OSError):
         raise InstallError(
-            "this name does not resolve to an address; check the spelling",
-            "endpoint_url",
+            "this name does not resolve to an address; check the spelling", field
         ) from None
     return url
 
@@ -200,10 +210,13 @@ async def save(
     values: InstallSettings,
     activate: bool = False,
 ) -> Installation:
-    """Save wizard values (checking a new endpoint first) and wake the workers."""
+    """Save wizard values (checking new endpoints first) and wake the workers."""
     if values.endpoint_url is not None:
         url = await check_endpoint(runtime, values.endpoint_url)
-        values = InstallSettings(**{**values.__dict__, "endpoint_url": url})
+        values = dataclasses.replace(values, endpoint_url=url)
+    if values.token_url:
+        url = await check_endpoint(runtime, values.token_url, "token_url")
+        values = dataclasses.replace(values, token_url=url)
 
     installation = await runtime.committer.run(
         lambda conn: service.save_installation(
@@ -221,10 +234,17 @@ async def test_connection(
     username: str,
     password: str,
     extra_headers: dict[str, str] | None = None,
+    oauth: OAuthClient | None = None,
 ) -> ConnectionReport:
-    """Test the given values; an empty password means the saved one."""
+    """Test the given values; an empty password or client secret means the saved one.
+
+    With ``oauth`` the test fetches a token from its token endpoint first and sends
+    the test request with it instead of the username and password.
+    """
     url = service.check_endpoint_url(url)
-    if not password and installation is not None and installation.password_set:
+    if oauth is not None:
+        oauth = await _with_saved_secret(runtime, installation, oauth)
+    elif not password and installation is not None and installation.password_set:
         async with runtime.db.connect() as conn:
             _, password = await service.credentials(
                 conn, runtime.vault, installation.id
@@ -236,7 +256,19 @@ async def test_connection(
         EndpointGuard.from_settings(runtime.settings),
         extra_headers,
         timeout_s=runtime.settings.request_timeout_s,
+        oauth=oauth,
     )
+
+
+async def _with_saved_secret(
+    runtime: Runtime, installation: Installation | None, oauth: OAuthClient
+) -> OAuthClient:
+    service.check_endpoint_url(oauth.token_url, "token_url")
+    if oauth.client_secret or installation is None:
+        return oauth
+    async with runtime.db.connect() as conn:
+        secret = await service.client_secret(conn, runtime.vault, installation.id)
+    return dataclasses.replace(oauth, client_secret=secret)
 
 
 async def pause(runtime: Runtime, installation: Installation, reason: str) -> bool:

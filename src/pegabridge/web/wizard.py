@@ -1,15 +1,20 @@
 """The installation wizard: three pages, each saved through ``save_installation``.
 
-1. the endpoint, username and password (with a "test connection" button);
+1. the endpoint and its credentials: a username and password (HTTP Basic) or an
+   OAuth 2.0 client (token URL, client id and secret, scope), with a "test
+   connection" button;
 2. the activities to send;
 3. invoicing; finishing this step activates the installation.
 
-Every step can be opened again later to change what it holds. The password is never
-shown: the form says that one is set, and an empty field keeps it.
+Every step can be opened again later to change what it holds. The password and the
+client secret are never shown: the form says that one is set, and an empty field
+keeps it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,8 +25,11 @@ from pegabridge.installs import service
 from pegabridge.installs.service import (
     INVOICE_INTERVALS,
     PO_NUMBER_MAX,
+    AuthKind,
+    ClientAuth,
     InstallError,
     InstallSettings,
+    OAuthClient,
 )
 from pegabridge.web import operations
 from pegabridge.web.auth import Session
@@ -77,6 +85,18 @@ async def _open(
 
 # --- Step 1: connection. ---
 
+# The text fields of step 1 (the password and client secret are never shown again).
+STEP1_FIELDS = (
+    "endpoint_url",
+    "auth_kind",
+    "username",
+    "token_url",
+    "client_id",
+    "scope",
+    "client_auth",
+    "extra_headers",
+)
+
 
 @router.get("/brands/{portal_id}/{brand_id}/install/1")
 async def step1(request: Request, portal_id: int, brand_id: int) -> Response:
@@ -85,7 +105,12 @@ async def step1(request: Request, portal_id: int, brand_id: int) -> Response:
     form = FormState(
         {
             "endpoint_url": inst.endpoint_url if inst else "",
+            "auth_kind": (inst.auth_kind if inst else AuthKind.BASIC).value,
             "username": inst.username if inst else "",
+            "token_url": inst.token_url if inst else "",
+            "client_id": inst.client_id if inst else "",
+            "scope": inst.scope if inst else "",
+            "client_auth": (inst.client_auth if inst else ClientAuth.BASIC).value,
             "extra_headers": operations.format_extra_headers(
                 inst.extra_headers if inst else {}
             ),
@@ -98,48 +123,98 @@ async def step1(request: Request, portal_id: int, brand_id: int) -> Response:
 async def step1_submit(request: Request, portal_id: int, brand_id: int) -> Response:
     session, brand = await _open(request, portal_id, brand_id)
     values = await read_form(request, session)
-    form = FormState(
-        {
-            k: values.get(k, "")[:2000]
-            for k in ("endpoint_url", "username", "extra_headers")
-        }
-    )
-    password = values.get("password", "")
-
-    headers: dict[str, str] = {}
-    for check in (
-        lambda: service.check_endpoint_url(form.values["endpoint_url"]),
-        lambda: _check_username(form.values["username"]),
-        lambda: _check_password(password, brand),
-        lambda: headers.update(
-            operations.parse_extra_headers(form.values["extra_headers"])
-        ),
-    ):
-        try:
-            check()
-        except InstallError as exc:
-            form.errors.setdefault(exc.field, str(exc))
+    form = FormState({k: values.get(k, "")[:2000] for k in STEP1_FIELDS})
+    secrets = Step1Secrets(values.get("password", ""), values.get("client_secret", ""))
+    settings = _step1_settings(form, secrets, brand)
     if form.errors:
         return _step1_errors(request, session, brand, form)
 
     if values.get("action") == "test":
-        return await _test(request, session, brand, form, password, headers)
+        return await _test(request, session, brand, form, secrets, settings)
 
     try:
-        await operations.save(
-            runtime_of(request),
-            portal_id,
-            brand_id,
-            InstallSettings(
-                endpoint_url=values.get("endpoint_url", ""),
-                username=values.get("username", "").strip(),
-                password=password or None,
-                extra_headers=headers,
-            ),
-        )
+        await operations.save(runtime_of(request), portal_id, brand_id, settings)
     except InstallError as exc:
         return _step1_error(request, session, brand, form, exc)
     return redirect(f"{brand.base_url}/install/2")
+
+
+@dataclass(frozen=True)
+class Step1Secrets:
+    """What was typed into the password and client secret fields (empty: keep)."""
+
+    password: str = field(repr=False)
+    client_secret: str = field(repr=False)
+
+
+def _step1_settings(
+    form: FormState, secrets: Step1Secrets, brand: BrandView
+) -> InstallSettings:
+    """The settings step 1 saves; each problem is noted beside its field."""
+    kind = _auth_kind(form)
+    headers: dict[str, str] = {}
+    checks: list[Callable[[], object]] = [
+        lambda: service.check_endpoint_url(form.values["endpoint_url"]),
+        lambda: headers.update(
+            operations.parse_extra_headers(form.values["extra_headers"])
+        ),
+    ]
+    if kind is AuthKind.OAUTH2:
+        checks += _oauth_checks(form, secrets.client_secret, brand)
+    else:
+        checks += [
+            lambda: _check_username(form.values["username"]),
+            lambda: _check_password(secrets.password, brand),
+        ]
+    for check in checks:
+        try:
+            check()
+        except InstallError as exc:
+            form.errors.setdefault(exc.field, str(exc))
+
+    if kind is AuthKind.BASIC:
+        return InstallSettings(
+            endpoint_url=form.values["endpoint_url"],
+            auth_kind=kind,
+            username=form.values["username"].strip(),
+            password=secrets.password or None,
+            extra_headers=headers,
+        )
+    return InstallSettings(
+        endpoint_url=form.values["endpoint_url"],
+        auth_kind=kind,
+        token_url=form.values["token_url"],
+        client_id=form.values["client_id"].strip(),
+        client_secret=secrets.client_secret or None,
+        scope=form.values["scope"],
+        client_auth=_client_auth(form),
+        extra_headers=headers,
+    )
+
+
+def _auth_kind(form: FormState) -> AuthKind:
+    chosen = form.values["auth_kind"]
+    if chosen in AuthKind.__members__.values():
+        return AuthKind(chosen)
+    return AuthKind.BASIC
+
+
+def _client_auth(form: FormState) -> ClientAuth:
+    chosen = form.values["client_auth"]
+    if chosen in ClientAuth.__members__.values():
+        return ClientAuth(chosen)
+    return ClientAuth.BASIC
+
+
+def _oauth_checks(
+    form: FormState, client_secret: str, brand: BrandView
+) -> list[Callable[[], object]]:
+    return [
+        lambda: service.check_endpoint_url(form.values["token_url"], "token_url"),
+        lambda: _check_client_id(form.values["client_id"]),
+        lambda: _check_client_secret(client_secret, brand),
+        lambda: service.check_scope(form.values["scope"]),
+    ]
 
 
 def _check_username(username: str) -> None:
@@ -153,6 +228,26 @@ def _check_password(password: str, brand: BrandView) -> None:
         raise InstallError("enter the password for the endpoint", "password")
     if len(password) > 1000:
         raise InstallError("the password is too long", "password")
+
+
+def _check_client_id(client_id: str) -> None:
+    if not client_id.strip():
+        raise InstallError(
+            "enter the client id of the OAuth 2.0 client registration", "client_id"
+        )
+    if len(client_id) > 400:
+        raise InstallError("the client id is too long", "client_id")
+
+
+def _check_client_secret(secret: str, brand: BrandView) -> None:
+    inst = brand.installation
+    if not secret and not (inst is not None and inst.client_secret_set):
+        raise InstallError(
+            "enter the client secret of the OAuth 2.0 client registration",
+            "client_secret",
+        )
+    if len(secret) > 1000:
+        raise InstallError("the client secret is too long", "client_secret")
 
 
 def _step1_error(
@@ -182,8 +277,8 @@ async def _test(
     session: Session,
     brand: BrandView,
     form: FormState,
-    password: str,
-    headers: dict[str, str],
+    secrets: Step1Secrets,
+    settings: InstallSettings,
 ) -> Response:
     try:
         report = await operations.test_connection(
@@ -191,8 +286,9 @@ async def _test(
             brand.installation,
             form.values["endpoint_url"],
             form.values["username"].strip(),
-            password,
-            headers,
+            secrets.password,
+            settings.extra_headers,
+            oauth=_oauth_to_test(settings, secrets),
         )
     except InstallError as exc:
         return _step1_error(request, session, brand, form, exc)
@@ -212,7 +308,22 @@ async def _test(
         1,
         form,
         report=report,
-        password_typed=bool(password),
+        password_typed=bool(secrets.password or secrets.client_secret),
+    )
+
+
+def _oauth_to_test(
+    settings: InstallSettings, secrets: Step1Secrets
+) -> OAuthClient | None:
+    """The OAuth 2.0 client typed into step 1; an empty secret means the saved one."""
+    if settings.auth_kind is not AuthKind.OAUTH2:
+        return None
+    return OAuthClient(
+        token_url=(settings.token_url or "").strip(),
+        client_id=settings.client_id or "",
+        client_secret=secrets.client_secret,
+        scope=service.check_scope(settings.scope or ""),
+        client_auth=settings.client_auth or ClientAuth.BASIC,
     )
 
 

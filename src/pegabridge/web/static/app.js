@@ -34,3 +34,23 @@
       .finally(function () { button.disabled = false; });
   });
 })();
+
+// Step 1 shows the fields of the chosen authentication only; without this file both
+// sets stay visible and the server reads the ones of the chosen kind.
+(function () {
+  "use strict";
+  var choice = document.querySelector("[data-auth-choice]");
+  if (!choice) { return; }
+  var groups = document.querySelectorAll("[data-auth]");
+
+  function show() {
+    var chosen = choice.querySelector("input[name=auth_kind]:checked");
+    var kind = chosen ? chosen.value : "basic";
+    groups.forEach(function (group) {
+      group.hidden = group.getAttribute("data-auth") !== kind;
+    });
+  }
+
+  choice.addEventListener("change", show);
+  show();
+})();
