@@ -79,6 +79,10 @@ class GroupCommitter:
             first = await self._queue.get()
             if first is None:
                 return
+            # One turn of the loop first: the callers woken by the last commit (the
+            # recorder, the delivery results) queue their next operation then, and
+            # share this transaction instead of each paying for one of its own.
+            await asyncio.sleep(0)
             batch = [first]
             stop = self._take_queued(batch)
             await self._commit(batch)
