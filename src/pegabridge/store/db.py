@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from pegabridge.config import Settings
-from pegabridge.store.sqlite_link import one_trip_creator
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ def _sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
-    engine = create_async_engine(url, async_creator=one_trip_creator(url, timeout=30))
+    engine = create_async_engine(url, connect_args={"timeout": 30})
     synchronous = settings.sqlite_synchronous.upper()
 
     @event.listens_for(engine.sync_engine, "connect")
