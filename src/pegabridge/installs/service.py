@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.events.metrics import Activity, format_activities, parse_activities
+from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
 from pegabridge.installs.vault import Vault
 from pegabridge.store.tables import api_keys, brands, installations, portals
 
@@ -212,6 +213,21 @@ def check_endpoint_url(url: str) -> str:
             "the endpoint must use https:// (plain http only on this machine)",
             "endpoint_url",
         )
+    return url
+
+
+async def check_endpoint(guard: EndpointGuard, url: str) -> str:
+    """The cleaned URL, refused when it is malformed or points where it may not."""
+    url = check_endpoint_url(url)
+    try:
+        await guard.check_url(url)
+    except EndpointRefused as exc:
+        raise InstallError(str(exc), "endpoint_url") from None
+    except OSError:
+        raise InstallError(
+            "this name does not resolve to an address; check the spelling",
+            "endpoint_url",
+        ) from None
     return url
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pegabridge.events.metrics import Activity, Metric
 from pegabridge.events.models import EVENT_MODELS
 from pegabridge.installs import service
 from pegabridge.installs.connection_test import ConnectionReport, check_connection
-from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
+from pegabridge.installs.endpoint_guard import EndpointGuard
 from pegabridge.installs.service import Installation, InstallError, InstallSettings
 from pegabridge.store.tables import delivery_attempts
 from pegabridge.store.tables import outbox as outbox_table
@@ -176,18 +175,9 @@ def format_extra_headers(headers: dict[str, str]) -> str:
 
 async def check_endpoint(runtime: Runtime, url: str) -> str:
     """The cleaned URL, refused when it is malformed or points where it may not."""
-    url = service.check_endpoint_url(url)
-    guard = EndpointGuard.from_settings(runtime.settings)
-    try:
-        await guard.check_url(url)
-    except EndpointRefused as exc:
-        raise InstallError(str(exc), "endpoint_url") from None
-    except (socket.gaierror, OSError):
-        raise InstallError(
-            "this name does not resolve to an address; check the spelling",
-            "endpoint_url",
-        ) from None
-    return url
+    return await service.check_endpoint(
+        EndpointGuard.from_settings(runtime.settings), url
+    )
 
 
 # --- Changing. ---
