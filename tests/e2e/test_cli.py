@@ -154,6 +154,19 @@ def test_ingest_of_a_folder_says_it_cannot_be_read_not_a_traceback(
     assert "Traceback" not in printed
 
 
+def test_install_refuses_a_cloud_metadata_endpoint_as_the_wizard_does(
+    cli: Cli,
+) -> None:
+    printed = cli(
+        "install", "--portal", "1746", "--brand", "1",
+        "--endpoint", "https://169.254.169.254/latest",
+        ok=False,
+    )  # fmt: skip
+
+    assert "metadata address" in printed
+    assert cli.status()[0]["endpoint_url"] == ENDPOINT
+
+
 def test_a_wrong_brand_gets_a_clear_error_not_a_traceback(cli: Cli) -> None:
     printed = cli("pause", "--portal", "1746", "--brand", "99", ok=False)
 

@@ -13,8 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge import ops
 from pegabridge.cli.common import console, fail, in_transaction, run
+from pegabridge.config import get_settings
 from pegabridge.events.metrics import parse_activities
 from pegabridge.installs import service
+from pegabridge.installs.endpoint_guard import EndpointGuard
 from pegabridge.installs.service import AuthKind, ClientAuth, InstallSettings
 from pegabridge.installs.vault import Vault
 
@@ -126,6 +128,13 @@ def install(
         chosen = parse_activities(activities) if activities is not None else None
     except ValueError as exc:
         raise fail(str(exc)) from None
+    # The same address check as the wizard's: a private or metadata address is
+    # refused now, not at every delivery attempt.
+    guard = EndpointGuard.from_settings(get_settings())
+    if endpoint is not None:
+        endpoint = run(service.check_endpoint(guard, endpoint))
+    if token_url is not None:
+        token_url = run(service.check_endpoint(guard, token_url, "token_url"))
     values = InstallSettings(
         endpoint_url=endpoint,
         username=username,

@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pegabridge.events.metrics import Activity, format_activities, parse_activities
+from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
 from pegabridge.installs.vault import Vault
 from pegabridge.store.tables import api_keys, brands, installations, portals
 
@@ -241,6 +242,25 @@ def check_endpoint_url(url: str, field: str = "endpoint_url") -> str:
         raise InstallError(
             f"the {what} must use https:// (plain http only on this machine)", field
         )
+    return url
+
+
+async def check_endpoint(
+    guard: EndpointGuard, url: str, field: str = "endpoint_url"
+) -> str:
+    """The cleaned URL, refused when it is malformed or points where it may not.
+
+    The token URL of an OAuth 2.0 client (``field`` ``token_url``) obeys the same rules.
+    """
+    url = check_endpoint_url(url, field)
+    try:
+        await guard.check_url(url)
+    except EndpointRefused as exc:
+        raise InstallError(str(exc), field) from None
+    except OSError:
+        raise InstallError(
+            "this name does not resolve to an address; check the spelling", field
+        ) from None
     return url
 
 

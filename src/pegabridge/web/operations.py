@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pegabridge.events.metrics import Activity, Metric
 from pegabridge.events.models import EVENT_MODELS
 from pegabridge.installs import service
 from pegabridge.installs.connection_test import ConnectionReport, check_connection
-from pegabridge.installs.endpoint_guard import EndpointGuard, EndpointRefused
+from pegabridge.installs.endpoint_guard import EndpointGuard
 from pegabridge.installs.service import (
     Installation,
     InstallError,
@@ -183,21 +182,9 @@ def format_extra_headers(headers: dict[str, str]) -> str:
 async def check_endpoint(
     runtime: Runtime, url: str, field: str = "endpoint_url"
 ) -> str:
-    """The cleaned URL, refused when it is malformed or points where it may not.
-
-    The token URL of an OAuth 2.0 client (``field`` ``token_url``) obeys the same rules.
-    """
-    url = service.check_endpoint_url(url, field)
+    """The cleaned URL, refused when it is malformed or points where it may not."""
     guard = EndpointGuard.from_settings(runtime.settings)
-    try:
-        await guard.check_url(url)
-    except EndpointRefused as exc:
-        raise InstallError(str(exc), field) from None
-    except (socket.gaierror, OSError):
-        raise InstallError(
-            "this name does not resolve to an address; check the spelling", field
-        ) from None
-    return url
+    return await service.check_endpoint(guard, url, field)
 
 
 # --- Changing. ---
