@@ -120,11 +120,27 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is logged.
+
+    A handler that kept the stream of the moment it was made would write to a closed
+    file once that stream is swapped and closed (a command run in-process, as tests do).
+    """
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        """The stream is always the current standard error; nothing to keep."""
+
+
 def configure(level: str = "INFO", json_lines: bool | None = None) -> None:
     """Log to standard error: JSON lines, or text when a terminal reads them."""
     if json_lines is None:
         json_lines = not sys.stderr.isatty()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
