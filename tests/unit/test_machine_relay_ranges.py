@@ -117,6 +117,7 @@ def test_without_configuration_the_rule_is_off_and_says_so(
 
     assert ranges is None
     assert [getattr(r, "event", "") for r in caplog.records] == ["relay_ranges.off"]
+    assert "agents refresh-ranges" in caplog.records[0].fix
 
 
 def test_a_configured_path_without_a_file_switches_the_rule_off(tmp_path: Path) -> None:

@@ -246,6 +246,8 @@ def load_configured_ranges(
                 "env": RANGES_PATH_ENV,
                 "path": "" if path is None else str(path),
                 "cause": "not configured" if path is None else "no such file",
+                "fix": f"set {RANGES_PATH_ENV} to a file and run "
+                "'pegabridge agents refresh-ranges' to fill it",
             },
         )
         return None
