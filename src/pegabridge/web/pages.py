@@ -40,7 +40,8 @@ templates.env.filters["timestamp"] = lambda seconds, fmt="%Y-%m-%d %H:%M:%S": (
 router = APIRouter(include_in_schema=False)
 
 NOTICES = {
-    "welcome": "Welcome. Create a portal and a brand, then install the Pega app.",
+    "welcome": "Welcome. Add a portal and a brand here unless they exist already, "
+    "then install the Pega app from Apps.",
     "signed-out": "You are signed out.",
     "installed": "The Pega app is installed: events are sent from now on.",
     "saved": "Saved.",
