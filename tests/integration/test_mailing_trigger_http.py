@@ -192,6 +192,20 @@ async def test_a_wrong_secret_is_refused(
     assert sink.handler.received == []
 
 
+async def test_an_unknown_trigger_name_is_answered_like_a_wrong_secret(
+    api: httpx.AsyncClient, served: Any
+) -> None:
+    trigger = await _offer_trigger(api)
+
+    wrong = await _call(served.base_url, {**trigger, "secret": "guess"}, PEGA_BODY)
+    unknown = await _call(
+        served.base_url, {"name": "no-such-trigger", "secret": "guess"}, PEGA_BODY
+    )
+
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json() == wrong.json()
+
+
 async def test_a_mapping_path_that_cannot_be_read_is_refused_when_saved(
     api: httpx.AsyncClient,
 ) -> None:

@@ -257,6 +257,12 @@ async def get_trigger(conn: AsyncConnection, name: str) -> Trigger:
     )
 
 
+WRONG_SECRET = (
+    "send the trigger's secret as 'Authorization: Bearer <secret>' or as "
+    "Basic auth with the trigger name as user"
+)
+
+
 def check_secret(trigger: Trigger, authorization: str) -> None:
     """Accept ``Bearer <secret>`` or Basic ``<trigger name>:<secret>``."""
     scheme, _, credentials = authorization.partition(" ")
@@ -272,11 +278,7 @@ def check_secret(trigger: Trigger, authorization: str) -> None:
         if user != trigger.name:
             secret = ""
     if not secret or not hmac.compare_digest(hash_secret(secret), trigger.secret_hash):
-        raise Unauthorized(
-            "send the trigger's secret as 'Authorization: Bearer <secret>' or as "
-            "Basic auth with the trigger name as user",
-            "authorization",
-        )
+        raise Unauthorized(WRONG_SECRET, "authorization")
 
 
 def parse_pega_body(body: bytes) -> dict[str, Any]:
@@ -360,10 +362,15 @@ class TriggerService:
     async def call(self, name: str, authorization: str, body: bytes) -> CallResult:
         """Check, map and send one call; raises :class:`MailingError` subclasses."""
         async with self._db.connect() as conn:
-            trigger = await get_trigger(conn, name)
+            try:
+                trigger = await get_trigger(conn, name)
+            except NotFound:
+                # Answered as a wrong secret: a caller without one cannot tell
+                # which trigger names exist.
+                raise Unauthorized(WRONG_SECRET, "authorization") from None
+        check_secret(trigger, authorization)
         if not trigger.active:
             raise NotFound(f"trigger {name!r} is switched off", "trigger")
-        check_secret(trigger, authorization)
         extracted = extract(trigger, parse_pega_body(body))
 
         earlier = await self._earlier_call(trigger, extracted.dedupe_key)
