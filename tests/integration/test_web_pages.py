@@ -255,3 +255,17 @@ async def test_the_installation_page_statement_and_uninstall_work_after_the_wiza
     assert "No events are waiting" in confirm.text
     assert await installation(served, 1, 10) is None
     await client.aclose()
+
+
+async def test_a_mistyped_address_is_a_page_for_people_and_json_for_programs(
+    served: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=served.base_url) as client:
+        page = await client.get("/dashbord", headers={"accept": "text/html"})
+        program = await client.get("/dashbord", headers={"accept": "application/json"})
+        api = await client.get("/api/v1/nothing", headers={"accept": "text/html"})
+
+    assert page.status_code == program.status_code == api.status_code == 404
+    assert "Page not found" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert program.json() == api.json() == {"detail": "Not Found"}

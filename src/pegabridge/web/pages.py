@@ -17,10 +17,12 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pegabridge.events.metrics import ACTIVITY_DESCRIPTIONS, Activity
 from pegabridge.installs import service
@@ -573,6 +575,10 @@ async def admin_create_api_key(request: Request) -> Response:
 # --- Wiring into the application. ---
 
 
+def _is_api(path: str) -> bool:
+    return path.startswith(("/api/", "/t/", "/metrics", "/healthz", "/readyz"))
+
+
 def install_web(app: FastAPI) -> None:
     """Add the pages, the installation API and the static files to ``app``."""
     from pegabridge.web import install_api, installation_pages, wizard
@@ -592,6 +598,24 @@ def install_web(app: FastAPI) -> None:
             {"title": exc.title, "message": exc.message},
             session,
             exc.status,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _not_found_page(
+        request: Request, exc: StarletteHTTPException
+    ) -> Response:
+        # A person who mistypes an address gets a page; programs keep the JSON answer.
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if exc.status_code != 404 or not wants_page or _is_api(request.url.path):
+            return await http_exception_handler(request, exc)
+        session = await session_of(request)
+        message = "There is no page at this address. Check it, or start from the apps."
+        return render(
+            request,
+            "error.html",
+            {"title": "Page not found", "message": message},
+            session,
+            404,
         )
 
     @app.exception_handler(SignInRequired)
