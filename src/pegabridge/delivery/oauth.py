@@ -246,9 +246,13 @@ class TokenSource:
 
     async def token(self, session: aiohttp.ClientSession) -> AccessToken:
         """A token that is not due for renewal, fetched when needed."""
+        fresh = self._fresh()
+        if fresh is not None:
+            return fresh  # every POST asks: no lock while the token is good
         async with self._lock:
-            if self._token is not None and self._clock() < self._token.renew_at:
-                return self._token
+            fresh = self._fresh()
+            if fresh is not None:
+                return fresh
             self._raise_held_failure()
 
             try:
@@ -258,6 +262,12 @@ class TokenSource:
                 raise
             self._failure = None
             return self._token
+
+    def _fresh(self) -> AccessToken | None:
+        token = self._token
+        if token is not None and self._clock() < token.renew_at:
+            return token
+        return None
 
     def _raise_held_failure(self) -> None:
         failure = self._failure
